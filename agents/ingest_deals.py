@@ -1,0 +1,33 @@
+"""ingest_deals: validate closed deals; with a pool go straight to it, else through the lead index."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from agents.ingest_leads import kafka_time, origin_of
+from schemas.events import DealClosed
+from schemas.internal import DealArrived, DealUnrouted
+from streams.boundary import handle_guarded
+from streams.codecs import dump, parse
+from streams.context import Context
+
+
+async def handle(ctx: Context, event: Any) -> None:
+    deal = parse(DealClosed, event.value, max_bytes=ctx.settings.max_payload_bytes)
+    if deal.pool:
+        routed = DealArrived(pool=deal.pool, deal=deal, origin=origin_of(event))
+        await ctx.topics.pool_events.send(key=deal.pool.encode(), value=dump(routed))
+    else:
+        unrouted = DealUnrouted(deal=deal, origin=origin_of(event), first_seen_at=kafka_time(event))
+        await ctx.topics.lead_events.send(key=deal.lead_id.encode(), value=dump(unrouted))
+
+
+def register(app: faust.App, ctx: Context) -> Any:
+    @app.agent(ctx.topics.deals_closed, name="ingest_deals")
+    async def ingest_deals(stream: Any) -> Any:
+        async for event in stream.events():
+            yield await handle_guarded(ctx, "ingest_deals", event, handle)
+
+    return ingest_deals

@@ -1,0 +1,42 @@
+"""ingest_leads: validate raw leads, resolve their pool, forward them keyed by pool."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+
+from routing.territory import resolve_pool
+from schemas.events import LeadCreated
+from schemas.internal import LeadArrived, Origin
+from streams.boundary import handle_guarded
+from streams.codecs import dump, parse
+from streams.context import Context
+
+
+def origin_of(event: Any) -> Origin:
+    msg = event.message
+    return Origin(topic=msg.topic, partition=msg.partition, offset=msg.offset)
+
+
+def kafka_time(event: Any) -> datetime:
+    """The record's broker timestamp: the start of the lead-to-decision latency."""
+    return datetime.fromtimestamp(event.message.timestamp or time.time(), UTC)
+
+
+async def handle(ctx: Context, event: Any) -> None:
+    lead = parse(LeadCreated, event.value, max_bytes=ctx.settings.max_payload_bytes)
+    pool, _ = resolve_pool(lead, ctx.settings.territory_rules, ctx.settings.default_pool)
+    arrived = LeadArrived(pool=pool, lead=lead, received_at=kafka_time(event), origin=origin_of(event))
+    await ctx.topics.pool_events.send(key=pool.encode(), value=dump(arrived))
+
+
+def register(app: faust.App, ctx: Context) -> Any:
+    @app.agent(ctx.topics.leads_new, name="ingest_leads")
+    async def ingest_leads(stream: Any) -> Any:
+        async for event in stream.events():
+            yield await handle_guarded(ctx, "ingest_leads", event, handle)
+
+    return ingest_leads

@@ -1,0 +1,45 @@
+"""ingest_roster: fan each rep's profile out to every pool it joins or leaves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from schemas.events import RepUpdated
+from schemas.internal import RepChanged
+from streams.boundary import handle_guarded
+from streams.codecs import dump, parse
+from streams.context import Context
+from streams.errors import KeyMismatch
+
+
+async def handle(ctx: Context, event: Any) -> None:
+    key = event.key.decode("utf-8", "replace") if event.key else None
+    profile: RepUpdated | None = None
+    if event.value:  # None or empty: a tombstone deleting the rep from every pool
+        profile = parse(RepUpdated, event.value, max_bytes=ctx.settings.max_payload_bytes)
+        if key != profile.rep_id:
+            # Compaction keeps the newest record per key; a wrong key would keep stale profiles alive.
+            raise KeyMismatch(f"key {key!r} is not the rep_id", field="rep_id")
+    elif not key:
+        raise KeyMismatch("tombstone without a key", field="key")
+    rep_id = profile.rep_id if profile else str(key)
+    before = set(ctx.tables.rep_pools.get(rep_id) or [])
+    after = set(profile.pools) if profile else set()
+    for pool in sorted(before | after):
+        change = RepChanged(pool=pool, rep_id=rep_id, profile=profile if pool in after else None)
+        await ctx.topics.pool_events.send(key=pool.encode(), value=dump(change))
+    if after:
+        ctx.tables.rep_pools[rep_id] = sorted(after)
+    elif before:
+        del ctx.tables.rep_pools[rep_id]
+
+
+def register(app: faust.App, ctx: Context) -> Any:
+    @app.agent(ctx.topics.reps_roster, name="ingest_roster")
+    async def ingest_roster(stream: Any) -> Any:
+        async for event in stream.events():
+            yield await handle_guarded(ctx, "ingest_roster", event, handle)
+
+    return ingest_roster

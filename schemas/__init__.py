@@ -1,0 +1,23 @@
+"""Event contracts of leadrelay: pydantic v2 models, orjson on the wire."""
+
+from schemas.events import (
+    SCHEMA_VERSION,
+    AssignmentDecision,
+    Contact,
+    DealClosed,
+    Explanation,
+    LeadCreated,
+    RepUpdated,
+    ScoredRep,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AssignmentDecision",
+    "Contact",
+    "DealClosed",
+    "Explanation",
+    "LeadCreated",
+    "RepUpdated",
+    "ScoredRep",
+]

@@ -1,0 +1,156 @@
+"""Public topic contracts: what upstream systems publish and what downstream CRMs read."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+SCHEMA_VERSION = 1
+
+# Ids travel as Kafka keys and table-key parts: printable, bounded, no separators we use ("|").
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")]
+PoolId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._:-]*$")]
+Text = Annotated[str, StringConstraints(max_length=256)]
+AttrValue = Annotated[str, StringConstraints(max_length=256)] | int | float | bool
+
+
+def _utc(value: Any) -> Any:
+    """Naive timestamps are taken as UTC so event time never depends on the worker's zone."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _tags_as_levels(value: Any) -> Any:
+    """Tags may be sent as a plain list (level 1 each) or as {tag: level}."""
+    if isinstance(value, list):
+        return dict.fromkeys(value, 1)
+    return value
+
+
+EventTime = Annotated[datetime, AfterValidator(_utc)]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+class Contact(_Event):
+    """Personal data of the lead: accepted on input, never stored, logged or emitted."""
+
+    name: Text | None = Field(None, repr=False)
+    email: Text | None = Field(None, repr=False)
+    phone: Text | None = Field(None, repr=False)
+
+
+class LeadCreated(_Event):
+    """`leads.new`: a lead that needs an owner."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    lead_id: Id
+    created_at: EventTime
+    pool: PoolId | None = Field(None, description="Explicit routing pool; else territory rules decide")
+    source: Label | None = None
+    region: Label | None = None
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] | None = None
+    industry: Label | None = None
+    company_size: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
+    product: Label | None = None
+    language: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] | None = None
+    estimated_value: Annotated[float, Field(ge=0, le=1e12)] | None = None
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] | None = None
+    attributes: Annotated[dict[Label, AttrValue], Field(max_length=50)] = Field(default_factory=dict)
+    # exclude=True: dumps (internal events, tables, logs) never carry contact data.
+    contact: Contact | None = Field(None, exclude=True, repr=False)
+
+    @field_validator("estimated_value")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+
+class DealClosed(_Event):
+    """`deals.closed`: the outcome of a lead, from the CRM."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    lead_id: Id
+    outcome: Literal["won", "lost"]
+    amount: Annotated[float, Field(ge=0, le=1e12)] = 0.0
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] | None = None
+    closed_at: EventTime
+    rep_id: Id | None = None
+    pool: PoolId | None = None
+
+
+class RepUpdated(_Event):
+    """`reps.roster` (compacted, key = rep_id): the full current profile of one rep."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    rep_id: Id
+    pools: Annotated[list[PoolId], Field(max_length=32)]
+    tier: Tag = "standard"
+    tags: Annotated[
+        dict[Tag, Annotated[int, Field(ge=1, le=5)]], BeforeValidator(_tags_as_levels), Field(max_length=64)
+    ] = Field(default_factory=dict)
+    capacity: Annotated[int, Field(ge=0, le=100_000)] = 10
+    weight: Annotated[float, Field(gt=0, le=1000)] = 1.0
+    availability: Literal["available", "away", "offline"] = "available"
+    hired_at: date | None = None
+    active: bool = True
+    updated_at: EventTime | None = None
+
+
+class ScoredRep(_Event):
+    """A rep as the policy saw it: total score and the parts it is made of."""
+
+    rep_id: Id
+    score: float
+    components: dict[str, float] = Field(default_factory=dict)
+
+
+class Explanation(_Event):
+    """Why this rep, and who else was considered."""
+
+    strategy: str
+    summary: str
+    chosen: ScoredRep | None = None
+    runners_up: list[ScoredRep] = Field(default_factory=list)
+    eligible: int = 0
+    excluded: dict[str, int] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+
+
+Reason = Literal["assigned", "no_eligible_rep", "empty_pool"]
+
+
+class AssignmentDecision(_Event):
+    """`leads.assignments` (key = lead_id): one decision per lead and attempt."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    decision_id: str
+    lead_id: Id
+    pool: PoolId
+    rep_id: Id | None
+    reason: Reason
+    attempt: Annotated[int, Field(ge=1)] = 1
+    policy_id: str
+    policy_version: int
+    variant: str | None = None
+    explanation: Explanation
+    lead_created_at: EventTime
+    decided_at: EventTime

@@ -1,0 +1,85 @@
+"""Internal topic contracts: normalized events re-keyed by pool or by lead (worker-to-worker only)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from schemas.events import DealClosed, EventTime, Id, LeadCreated, PoolId, RepUpdated
+
+
+class _Internal(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Origin(_Internal):
+    """Where an event entered the system, for logs and the DLQ (topic[partition]@offset)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class LeadArrived(_Internal):
+    kind: Literal["lead"] = "lead"
+    pool: PoolId
+    lead: LeadCreated  # contact is excluded from dumps, so it never reaches this topic
+    received_at: EventTime
+    origin: Origin | None = None
+
+
+class RepChanged(_Internal):
+    kind: Literal["rep"] = "rep"
+    pool: PoolId
+    rep_id: Id
+    profile: RepUpdated | None  # None: the rep left this pool (or the roster deleted it)
+
+
+class DealArrived(_Internal):
+    kind: Literal["deal"] = "deal"
+    pool: PoolId
+    deal: DealClosed
+    origin: Origin | None = None
+
+
+class LedgerExpired(_Internal):
+    """Housekeeping: ledger entries past retention, removed inside the pool's own log order."""
+
+    kind: Literal["expire"] = "expire"
+    pool: PoolId
+    lead_ids: Annotated[list[Id], Field(max_length=1000)]
+
+
+PoolEvent = Annotated[LeadArrived | RepChanged | DealArrived | LedgerExpired, Field(discriminator="kind")]
+POOL_EVENT = TypeAdapter(PoolEvent)
+
+
+class LeadIndexed(_Internal):
+    """A decision's owner, so deals that name only a lead_id can find their pool."""
+
+    kind: Literal["indexed"] = "indexed"
+    lead_id: Id
+    pool: PoolId
+    rep_id: Id | None
+    decision_id: str
+
+
+class DealUnrouted(_Internal):
+    """A deal without a pool, waiting to be matched to its lead through the index."""
+
+    kind: Literal["deal"] = "deal"
+    deal: DealClosed
+    origin: Origin | None = None
+    first_seen_at: EventTime
+
+
+class PendingExpired(_Internal):
+    """Housekeeping: a parked deal waited too long for its lead; it goes to the DLQ."""
+
+    kind: Literal["pending_expired"] = "pending_expired"
+    lead_id: Id
+
+
+LeadEvent = Annotated[LeadIndexed | DealUnrouted | PendingExpired, Field(discriminator="kind")]
+LEAD_EVENT = TypeAdapter(LeadEvent)

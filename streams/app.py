@@ -1,0 +1,58 @@
+"""create_app(settings): the whole topology in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from prometheus_client import CollectorRegistry
+
+from agents import ingest_deals, ingest_leads, ingest_roster, match_deals, route, sweep
+from streams import web
+from streams.context import Context, Topics
+from streams.metrics import Metrics
+from streams.security import faust_credentials
+from streams.settings import Settings
+from streams.tables import Tables
+
+AGENT_MODULES = (ingest_leads, ingest_deals, ingest_roster, route, match_deals, sweep)
+
+
+@dataclass(frozen=True)
+class LeadRelay:
+    app: faust.App
+    ctx: Context
+    agents: dict[str, Any]
+
+
+def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> LeadRelay:
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker_url,
+        broker_credentials=faust_credentials(settings),
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=True,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        processing_guarantee="at_least_once",
+        # One writer per pool: an agent handles its partitions' events strictly in order.
+        stream_buffer_maxsize=4096,
+        producer_linger=0.0,
+        autodiscover=False,
+        loghandlers=[],
+    )
+    metrics = Metrics.create(registry if registry is not None else CollectorRegistry())
+    ctx = Context(
+        settings=settings,
+        topics=Topics.create(app, settings),
+        tables=Tables.create(app, settings.partitions),
+        metrics=metrics,
+    )
+    web.register(app, metrics)
+    agents = {module.__name__.rsplit(".", 1)[-1]: module.register(app, ctx) for module in AGENT_MODULES}
+    return LeadRelay(app=app, ctx=ctx, agents=agents)

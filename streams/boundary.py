@@ -1,0 +1,38 @@
+"""The one place each agent loop classifies failures: invalid input vs. unexpected, never a crash loop."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from streams.context import Context
+from streams.dlq import dead_letter
+from streams.errors import InvalidInput
+
+log = logging.getLogger("leadrelay.agents")
+
+Handler = Callable[[Context, Any], Awaitable[None]]
+
+
+async def handle_guarded(ctx: Context, agent: str, event: Any, handler: Handler) -> bool:
+    """Run one record's handler; return False when it was dead-lettered instead."""
+    try:
+        await handler(ctx, event)
+        return True
+    except InvalidInput as exc:
+        await dead_letter(ctx, event, exc, agent=agent)
+    except Exception as exc:
+        msg = event.message
+        log.exception(
+            "unexpected error in %s at %s[%s]@%s",
+            agent,
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            extra={"agent": agent, "topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
+        )
+        ctx.metrics.internal_errors.labels(agent=agent).inc()
+        # Not retried in place (that would reorder the pool's log): ops can replay it from the DLQ.
+        await dead_letter(ctx, event, exc, agent=agent)
+    return False

@@ -1,0 +1,89 @@
+"""Independent Kafka clients for the CLI: produce records, tail decisions, read a topic back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from schemas.events import AssignmentDecision
+from streams.security import client_kwargs
+from streams.settings import Settings
+
+
+async def produce(
+    settings: Settings, topic: str, records: Iterable[tuple[bytes | None, bytes | None]], *, rate: float = 0
+) -> int:
+    """Send (key, value) records; `rate` > 0 paces them per second. Returns how many were sent."""
+    producer = AIOKafkaProducer(**client_kwargs(settings), acks="all", enable_idempotence=True)
+    await producer.start()
+    sent = 0
+    try:
+        for key, value in records:
+            await producer.send(topic, key=key, value=value)
+            sent += 1
+            if rate > 0:
+                await asyncio.sleep(1 / rate)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def read_all(settings: Settings, topic: str, *, idle: float = 2.0) -> list[Any]:
+    """Every record of a topic from the beginning to its current end (all partitions)."""
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()  # refreshes metadata so partitions_for_topic knows the topic
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()]
+        if not parts:
+            return []
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        end = await consumer.end_offsets(parts)
+        out: list[Any] = []
+        while any(await consumer.position(tp) < end[tp] for tp in parts):
+            batch = await consumer.getmany(timeout_ms=int(idle * 1000))
+            for records in batch.values():
+                out.extend(records)
+        return out
+    finally:
+        await consumer.stop()
+
+
+def one_line(decision: AssignmentDecision) -> str:
+    """How `tail` and the demo print a decision: lead, owner, pool, and the reason in one line."""
+    owner = decision.rep_id or "(unassigned)"
+    dup = f" attempt {decision.attempt}" if decision.attempt > 1 else ""
+    return (
+        f"{decision.lead_id:<20} -> {owner:<14} [{decision.pool}] {decision.reason}{dup}: "
+        f"{decision.explanation.summary}"
+    )
+
+
+async def tail(
+    settings: Settings,
+    printer: Callable[[str], None],
+    *,
+    from_beginning: bool = False,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Follow the decision topic and print each decision in one line, until `stop` is set."""
+    consumer = AIOKafkaConsumer(
+        settings.topic_assignments,
+        **client_kwargs(settings),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+    )
+    await consumer.start()
+    try:
+        while stop is None or not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    printer(one_line(AssignmentDecision.model_validate_json(record.value)))
+    finally:
+        await consumer.stop()

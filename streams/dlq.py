@@ -1,0 +1,60 @@
+"""Dead letters: the raw record plus headers saying where it came from and why it was refused."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from streams.context import Context
+from streams.errors import InvalidInput
+
+log = logging.getLogger("leadrelay.dlq")
+MAX_MESSAGE = 1000
+
+
+def headers_for(topic: str, partition: int, offset: int, error: BaseException, reason: str) -> list[tuple[str, bytes]]:
+    field = getattr(error, "field", None)
+    message = str(error)[:MAX_MESSAGE]
+    items = [
+        ("x-leadrelay-source-topic", topic),
+        ("x-leadrelay-source-partition", str(partition)),
+        ("x-leadrelay-source-offset", str(offset)),
+        ("x-leadrelay-reason", reason),
+        ("x-leadrelay-error-class", type(error).__name__),
+        ("x-leadrelay-error-message", message),
+    ]
+    if field:
+        items.append(("x-leadrelay-error-field", field))
+    return [(k, v.encode()) for k, v in items]
+
+
+async def dead_letter(ctx: Context, event: Any, error: BaseException, *, agent: str) -> None:
+    """Send the record as it arrived; the headers carry the classification (no payload is logged)."""
+    msg = event.message
+    await send_dead_letter(
+        ctx, key=msg.key, value=msg.value, origin=(msg.topic, msg.partition, msg.offset), error=error, agent=agent
+    )
+
+
+async def send_dead_letter(
+    ctx: Context,
+    *,
+    key: bytes | None,
+    value: bytes | None,
+    origin: tuple[str, int, int],
+    error: BaseException,
+    agent: str,
+) -> None:
+    topic, partition, offset = origin
+    reason = error.reason if isinstance(error, InvalidInput) else "internal_error"
+    await ctx.topics.dlq.send(
+        key=key,
+        value=value if value is not None else b"",
+        headers=headers_for(topic, partition, offset, error, reason),
+    )
+    ctx.metrics.dead_letters.labels(source=topic, reason=reason).inc()
+    log.warning(
+        "dead-lettered: %s",
+        reason,
+        extra={"agent": agent, "topic": topic, "partition": partition, "offset": offset, "reason": reason},
+    )

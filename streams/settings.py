@@ -1,0 +1,124 @@
+"""The one settings object: defaults, then an optional YAML/JSON file, then LEADRELAY_* environment."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from routing.territory import TerritoryRule, check_rule_fields
+from schemas.events import PoolId
+
+ENV_PREFIX = "LEADRELAY_"
+CONFIG_FILE_ENV = "LEADRELAY_CONFIG_FILE"
+
+
+def _env(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+class SettingsError(ValueError):
+    """Configuration that cannot run: names the field and the source (file or variable)."""
+
+
+class Settings(BaseModel):
+    """Every field can be set in the config file or by the environment variable LEADRELAY_<FIELD>."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Kafka connection
+    app_id: str = Field("leadrelay", description="Consumer group id and prefix of internal topics")
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism when the protocol is SASL_*"
+    )
+    sasl_username: str | None = Field(None, description="SASL user name")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (never logged)")
+    ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers")
+    ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS")
+    ssl_keyfile: Path | None = Field(None, description="Client key for mutual TLS")
+
+    # Topics
+    topic_leads_new: str = Field("leads.new", description="Input: new leads")
+    topic_deals_closed: str = Field("deals.closed", description="Input: won/lost deals")
+    topic_reps_roster: str = Field("reps.roster", description="Input: rep profiles (compacted, key rep_id)")
+    topic_assignments: str = Field("leads.assignments", description="Output: decisions (key lead_id)")
+    topic_dlq: str = Field("leads.dlq", description="Output: rejected input with reason headers")
+    partitions: Annotated[int, Field(ge=1, le=1024)] = Field(
+        4, description="Partitions of every topic leadrelay creates (pool/lead co-partitioning needs one count)"
+    )
+    replication_factor: Annotated[int, Field(ge=1)] = Field(1, description="Replication of created topics")
+    create_topics: bool = Field(True, description="Create missing topics at start-up")
+
+    # State and web
+    store: str = Field("rocksdb://", description="Faust table store (rocksdb:// or memory://)")
+    data_dir: Path = Field(Path(".state/worker"), description="Directory of the local table store")
+    web_host: str = Field("127.0.0.1", description="Bind address of /metrics and health endpoints")
+    web_port: Annotated[int, Field(ge=1, le=65535)] = Field(6066, description="Port of the web server")
+
+    # Routing
+    default_pool: PoolId = Field("default", description="Pool of leads that no explicit pool or rule places")
+    territory_rules: list[TerritoryRule] = Field(
+        default_factory=list, description="Ordered pool rules (JSON list); first match wins"
+    )
+    roster_file: Path | None = Field(None, description="JSON/JSONL roster published to the roster topic at start")
+    ledger_retention_days: Annotated[float, Field(gt=0)] = Field(
+        30, description="Days a closed lead stays in the ledger (dedupe horizon for late duplicates)"
+    )
+    unknown_lead_wait_seconds: Annotated[float, Field(ge=0)] = Field(
+        300, description="How long a deal waits for its lead's decision before going to the DLQ"
+    )
+    housekeeping_interval_seconds: Annotated[float, Field(gt=0)] = Field(
+        30, description="How often expired ledger entries and parked deals are swept"
+    )
+    max_payload_bytes: Annotated[int, Field(ge=256)] = Field(
+        65536, description="Larger input records go to the DLQ as payload_too_large"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level")
+
+    @model_validator(mode="after")
+    def _rules_name_known_fields(self) -> Settings:
+        check_rule_fields(self.territory_rules)
+        return self
+
+    @property
+    def broker_url(self) -> str:
+        return ",".join(f"kafka://{s.strip()}" for s in self.bootstrap_servers.split(",") if s.strip())
+
+    @classmethod
+    def env_var(cls, field: str) -> str:
+        return _env(field)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], file: Path | None = None) -> Settings:
+        """Build from a config file (explicit, or LEADRELAY_CONFIG_FILE) overlaid with LEADRELAY_* vars."""
+        data: dict[str, Any] = {}
+        path = file or (Path(environ[CONFIG_FILE_ENV]) if environ.get(CONFIG_FILE_ENV) else None)
+        if path is not None:
+            loaded = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise SettingsError(f"{path}: expected a mapping of settings")
+            data.update(loaded)
+        for name, field in cls.model_fields.items():
+            raw = environ.get(_env(name))
+            if raw is None:
+                continue
+            is_structured = field.annotation is not None and "list[" in str(field.annotation)
+            data[name] = json.loads(raw) if is_structured else raw
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            source = _env(str(first["loc"][0])) if first["loc"] else "settings"
+            raise SettingsError(f"invalid setting {where} ({source} or config file): {first['msg']}") from exc
+
+    def with_overrides(self, **values: Any) -> Settings:
+        return type(self).model_validate({**self.model_dump(), **values})

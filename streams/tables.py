@@ -1,0 +1,46 @@
+"""Faust tables. Every table is keyed by what its agent's input topic is keyed by, so reads stay local."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+SEP = "|"
+
+
+def key(*parts: str) -> str:
+    """Compound keys start with the pool (pool tables) or the lead (lead tables): co-partitioning."""
+    return SEP.join(parts)
+
+
+@dataclass(frozen=True)
+class Tables:
+    # route agent (pool-events, key = pool)
+    reps: faust.Table[str, Any]  # pool|rep -> Rep dict
+    loads: faust.Table[str, Any]  # pool|rep -> Load dict
+    performance: faust.Table[str, Any]  # pool|rep -> {day: [won, lost, revenue]}
+    ledger: faust.Table[str, Any]  # pool|lead -> LedgerEntry dict
+    pools: faust.Table[str, Any]  # pool -> {"members": [...], "cursor": rep_id | None}
+    # match_deals agent (lead-events, key = lead_id)
+    lead_index: faust.Table[str, Any]  # lead -> {"pool", "rep_id", "decision_id"}
+    parked_deals: faust.Table[str, Any]  # lead -> DealUnrouted dict
+    # ingest_roster agent (reps.roster, key = rep_id)
+    rep_pools: faust.Table[str, Any]  # rep -> [pool, ...]
+
+    @classmethod
+    def create(cls, app: faust.App, partitions: int) -> Tables:
+        def table(name: str, help_: str) -> faust.Table[str, Any]:
+            return app.Table(name, default=None, partitions=partitions, key_type=str, help=help_)
+
+        return cls(
+            reps=table("reps", "Rep profile per pool"),
+            loads=table("loads", "Open leads and value received per pool and rep"),
+            performance=table("performance", "Daily won/lost/revenue buckets per pool and rep"),
+            ledger=table("ledger", "Decision and status per pool and lead"),
+            pools=table("pools", "Members and rotation cursor per pool"),
+            lead_index=table("lead-index", "Pool and owner of each decided lead"),
+            parked_deals=table("parked-deals", "Deals waiting for their lead's decision"),
+            rep_pools=table("rep-pools", "Pools each rep belongs to"),
+        )

@@ -1,0 +1,41 @@
+"""Topic names, partition counts and configs: the topology's one list of topics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams.settings import Settings
+
+COMPACT = {"cleanup.policy": "compact"}
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+    internal: bool = False
+    # Tables are keyed from this topic's partitions, so its count must equal `partitions`.
+    copartitioned: bool = False
+
+
+def pool_events_topic(settings: Settings) -> str:
+    return f"{settings.app_id}-pool-events"
+
+
+def lead_events_topic(settings: Settings) -> str:
+    return f"{settings.app_id}-lead-events"
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic the worker reads or writes. Tables add their changelogs (Faust creates those)."""
+    p = settings.partitions
+    return [
+        TopicSpec(settings.topic_leads_new, p, {}),
+        TopicSpec(settings.topic_deals_closed, p, {}),
+        TopicSpec(settings.topic_reps_roster, p, COMPACT, copartitioned=True),
+        TopicSpec(settings.topic_assignments, p, {}),
+        TopicSpec(settings.topic_dlq, p, {"retention.ms": str(14 * 24 * 3600 * 1000)}),
+        TopicSpec(pool_events_topic(settings), p, {}, internal=True, copartitioned=True),
+        TopicSpec(lead_events_topic(settings), p, {}, internal=True, copartitioned=True),
+    ]

@@ -1,0 +1,45 @@
+"""Running the worker: provision topics, publish the seed roster, hand over to Faust's Worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from schemas.events import RepUpdated
+from streams.admin import ensure_topics
+from streams.app import LeadRelay, create_app
+from streams.codecs import dump
+from streams.logs import worker_logging
+from streams.roster import load_roster
+from streams.settings import Settings
+
+log = logging.getLogger("leadrelay.worker")
+
+
+async def publish_roster(relay: LeadRelay, reps: list[RepUpdated]) -> None:
+    for rep in reps:
+        await relay.ctx.topics.reps_roster.send(key=rep.rep_id.encode(), value=dump(rep))
+    log.info("published %d reps from the roster file", len(reps))
+
+
+def run(settings: Settings) -> int:
+    if settings.create_topics:
+        asyncio.run(ensure_topics(settings))
+    relay = create_app(settings)
+    if settings.roster_file is not None:
+        reps = load_roster(settings.roster_file)  # fail fast on a bad file, before joining the group
+
+        @relay.app.task
+        async def seed_roster() -> None:
+            await publish_roster(relay, reps)
+
+    worker = faust.Worker(
+        relay.app,
+        loglevel=settings.log_level.upper(),
+        logging_config=worker_logging(settings.log_level),
+        quiet=True,
+    )
+    worker.execute_from_commandline()
+    return 0
