@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.events import AssignmentDecision
 from streams.security import client_kwargs
@@ -34,24 +35,34 @@ async def produce(
 
 async def read_all(settings: Settings, topic: str, *, idle: float = 2.0) -> list[Any]:
     """Every record of a topic from the beginning to its current end (all partitions)."""
+    parts = [TopicPartition(topic, p) for p in await partitions_of(settings, topic)]
+    if not parts:
+        return []
     consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()  # refreshes metadata so partitions_for_topic knows the topic
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()]
-        if not parts:
-            return []
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         end = await consumer.end_offsets(parts)
         out: list[Any] = []
-        while any(await consumer.position(tp) < end[tp] for tp in parts):
+        while [tp for tp in parts if await consumer.position(tp) < end[tp]]:
             batch = await consumer.getmany(timeout_ms=int(idle * 1000))
             for records in batch.values():
                 out.extend(records)
         return out
     finally:
         await consumer.stop()
+
+
+async def partitions_of(settings: Settings, topic: str) -> list[int]:
+    """Partition ids of a topic ([] when it does not exist), from a fresh metadata request."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(p["partition"] for d in described if d.get("error_code") == 0 for p in d["partitions"])
 
 
 def one_line(decision: AssignmentDecision) -> str:
