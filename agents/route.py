@@ -38,21 +38,20 @@ async def on_lead(ctx: Context, ev: LeadArrived, now: datetime) -> None:
     view = pool_view(ctx, ev.pool) if entry is None else PoolView(ev.pool, {})
     result = assign(lead, view, DEFAULT_POLICY, entry, now=now)
     decision = result.decision
-    pool_label = m.pool(ev.pool)
     if result.duplicate:
-        m.duplicate_leads.labels(pool=pool_label).inc()
+        m.record_duplicate(ev.pool)
     else:
         # Ledger first: if the worker dies between writes, a replayed lead is a duplicate, not a re-decision.
         t.ledger[ledger_key] = result.entry.to_dict()
         if result.load is not None and decision.rep_id is not None:
             t.loads[key(ev.pool, decision.rep_id)] = result.load.to_dict()
             t.pools[ev.pool] = {**(t.pools.get(ev.pool) or {}), "cursor": decision.rep_id}
-        m.decisions.labels(pool=pool_label, reason=decision.reason, strategy=decision.explanation.strategy).inc()
-        m.decision_latency.observe(max(0.0, (now - ev.received_at).total_seconds()))
-        m.open_leads.labels(pool=pool_label).set(
-            sum(load.open for load in view.loads.values()) + (1 if decision.rep_id else 0)
+        m.record_decision(decision, (now - ev.received_at).total_seconds())
+        m.set_pool_state(
+            ev.pool,
+            open_leads=sum(load.open for load in view.loads.values()) + (1 if decision.rep_id else 0),
+            capacity=sum(r.capacity for r in view.reps.values() if r.active),
         )
-        m.capacity.labels(pool=pool_label).set(sum(r.capacity for r in view.reps.values() if r.active))
     lead_key = lead.lead_id.encode()
     await ctx.topics.assignments.send(key=lead_key, value=dump(decision))
     indexed = LeadIndexed(lead_id=lead.lead_id, pool=ev.pool, rep_id=decision.rep_id, decision_id=decision.decision_id)
@@ -92,11 +91,11 @@ def on_deal(ctx: Context, ev: DealArrived) -> None:
     if result.released is not None:
         rep_id, new_load = result.released
         t.loads[key(ev.pool, rep_id)] = new_load.to_dict()
-        ctx.metrics.open_leads.labels(pool=ctx.metrics.pool(ev.pool)).dec()
+        ctx.metrics.record_release(ev.pool)
     if result.credited and result.buckets is not None:
         t.performance[key(ev.pool, result.credited)] = result.buckets
-    matched = "yes" if entry is not None else "no"
-    ctx.metrics.deals.labels(pool=ctx.metrics.pool(ev.pool), outcome=deal.outcome, matched=matched).inc()
+    variant = entry.decision.get("variant") if entry else None
+    ctx.metrics.record_deal(ev.pool, deal.outcome, variant, matched=entry is not None)
 
 
 def on_expire(ctx: Context, ev: LedgerExpired, now: datetime) -> None:

@@ -32,7 +32,7 @@ async def handle_guarded(ctx: Context, agent: str, event: Any, handler: Handler)
             msg.offset,
             extra={"agent": agent, "topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
         )
-        ctx.metrics.internal_errors.labels(agent=agent).inc()
+        ctx.metrics.record_internal_error(agent)
         # Not retried in place (that would reorder the pool's log): ops can replay it from the DLQ.
         await dead_letter(ctx, event, exc, agent=agent)
     return False

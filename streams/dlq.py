@@ -52,7 +52,7 @@ async def send_dead_letter(
         value=value if value is not None else b"",
         headers=headers_for(topic, partition, offset, error, reason),
     )
-    ctx.metrics.dead_letters.labels(source=topic, reason=reason).inc()
+    ctx.metrics.record_dead_letter(topic, reason)
     log.warning(
         "dead-lettered: %s",
         reason,

@@ -1,10 +1,16 @@
-"""Prometheus metrics of the worker, created against an explicit registry (tests use a fresh one)."""
+"""Prometheus metrics of the worker, created against an explicit registry (tests use a fresh one).
+
+Agents call the `record_*`/`set_*` methods, never the collectors directly, so names, labels and
+cardinality limits live here only.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from schemas.events import AssignmentDecision
 
 OTHER = "_other"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -47,7 +53,7 @@ class Metrics:
             decisions=Counter(
                 "leadrelay_decisions",
                 "Assignment decisions emitted (first emission per lead)",
-                ["pool", "reason", "strategy"],
+                ["pool", "reason", "strategy", "variant"],
                 registry=registry,
             ),
             decision_latency=Histogram(
@@ -70,8 +76,8 @@ class Metrics:
             ),
             deals=Counter(
                 "leadrelay_deals",
-                "Closed deals applied to pool state",
-                ["pool", "outcome", "matched"],
+                "Closed deals applied to pool state, by the variant that assigned the lead",
+                ["pool", "outcome", "variant", "matched"],
                 registry=registry,
             ),
             internal_errors=Counter(
@@ -88,3 +94,36 @@ class Metrics:
                 registry=registry,
             ),
         )
+
+    def record_decision(self, decision: AssignmentDecision, latency_seconds: float) -> None:
+        """A first decision for a lead (not a re-emitted duplicate)."""
+        self.decisions.labels(
+            pool=self.pool(decision.pool),
+            reason=decision.reason,
+            strategy=decision.explanation.strategy,
+            variant=decision.variant or "",
+        ).inc()
+        self.decision_latency.observe(max(0.0, latency_seconds))
+
+    def record_duplicate(self, pool: str) -> None:
+        self.duplicate_leads.labels(pool=self.pool(pool)).inc()
+
+    def record_deal(self, pool: str, outcome: str, variant: str | None, *, matched: bool) -> None:
+        self.deals.labels(
+            pool=self.pool(pool), outcome=outcome, variant=variant or "", matched="true" if matched else "false"
+        ).inc()
+
+    def record_dead_letter(self, source: str, reason: str) -> None:
+        self.dead_letters.labels(source=source, reason=reason).inc()
+
+    def record_internal_error(self, agent: str) -> None:
+        self.internal_errors.labels(agent=agent).inc()
+
+    def record_release(self, pool: str) -> None:
+        """A closed deal freed one open lead (the next decision re-sets the exact pool totals)."""
+        self.open_leads.labels(pool=self.pool(pool)).dec()
+
+    def set_pool_state(self, pool: str, *, open_leads: int, capacity: int) -> None:
+        label = self.pool(pool)
+        self.open_leads.labels(pool=label).set(open_leads)
+        self.capacity.labels(pool=label).set(capacity)
