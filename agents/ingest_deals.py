@@ -1,4 +1,4 @@
-"""ingest_deals: validate closed deals; with a pool go straight to it, else through the lead index."""
+"""ingest_deals: validate closed deals and send every one through the lead index (keyed by lead_id)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import faust
 
 from agents.ingest_leads import kafka_time, origin_of
 from schemas.events import DealClosed
-from schemas.internal import DealArrived, DealUnrouted
+from schemas.internal import DealUnrouted
 from streams.boundary import handle_guarded
 from streams.codecs import dump, parse
 from streams.context import Context
@@ -16,12 +16,9 @@ from streams.context import Context
 
 async def handle(ctx: Context, event: Any) -> None:
     deal = parse(DealClosed, event.value, max_bytes=ctx.settings.max_payload_bytes)
-    if deal.pool:
-        routed = DealArrived(pool=deal.pool, deal=deal, origin=origin_of(event))
-        await ctx.topics.pool_events.send(key=deal.pool.encode(), value=dump(routed))
-    else:
-        unrouted = DealUnrouted(deal=deal, origin=origin_of(event), first_seen_at=kafka_time(event))
-        await ctx.topics.lead_events.send(key=deal.lead_id.encode(), value=dump(unrouted))
+    # Even a deal naming its pool goes through the index: it may have overtaken its lead's decision.
+    unrouted = DealUnrouted(deal=deal, origin=origin_of(event), first_seen_at=kafka_time(event))
+    await ctx.topics.lead_events.send(key=deal.lead_id.encode(), value=dump(unrouted))
 
 
 def register(app: faust.App, ctx: Context) -> Any:

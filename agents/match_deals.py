@@ -1,56 +1,111 @@
-"""match_deals: keep the lead index (lead -> pool, owner) and route pool-less deals through it."""
+"""match_deals: keep the lead index (lead -> pool, owner) and route every deal through it.
+
+Deals are keyed by lead_id like the index, so a deal and its lead's index entry are in one ordered
+log. A deal that overtakes its lead's decision is parked (a few per lead) until the lead is indexed;
+past `unknown_lead_wait_seconds` it goes to its named pool if it names pool and rep (a lead decided
+outside leadrelay still teaches performance), else to the DLQ as unknown_lead.
+"""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
 
-from schemas.internal import LEAD_EVENT, DealArrived, DealUnrouted, LeadIndexed
+from schemas.internal import LEAD_EVENT, DealArrived, DealUnrouted, IndexExpired, LeadIndexed, PendingExpired
 from streams.boundary import handle_guarded
 from streams.codecs import dump, parse_internal
 from streams.context import Context
 from streams.dlq import send_dead_letter
 from streams.errors import UnknownLead
 
+MAX_PARKED = 10
 
-async def forward(ctx: Context, parked: DealUnrouted, pool: str) -> None:
-    routed = DealArrived(pool=pool, deal=parked.deal, origin=parked.origin)
+
+async def forward(ctx: Context, deal: DealUnrouted, pool: str) -> None:
+    routed = DealArrived(pool=pool, deal=deal.deal, origin=deal.origin)
     await ctx.topics.pool_events.send(key=pool.encode(), value=dump(routed))
+
+
+async def give_up(ctx: Context, deal: DealUnrouted, lead_id: str, error: UnknownLead) -> None:
+    if deal.deal.pool and deal.deal.rep_id:
+        await forward(ctx, deal, deal.deal.pool)
+        return
+    origin = deal.origin
+    await send_dead_letter(
+        ctx,
+        key=lead_id.encode(),
+        value=dump(deal.deal),
+        origin=(origin.topic, origin.partition, origin.offset) if origin else (ctx.settings.topic_deals_closed, -1, -1),
+        error=error,
+        agent="match_deals",
+    )
+
+
+async def on_indexed(ctx: Context, ev: LeadIndexed, now: datetime) -> None:
+    t = ctx.tables
+    t.lead_index[ev.lead_id] = {
+        "pool": ev.pool,
+        "rep_id": ev.rep_id,
+        "decision_id": ev.decision_id,
+        "indexed_at": now.isoformat(),
+    }
+    waiting = t.parked_deals.get(ev.lead_id)
+    if waiting:
+        for parked in waiting:
+            await forward(ctx, DealUnrouted.model_validate(parked), ev.pool)
+        del t.parked_deals[ev.lead_id]
+
+
+async def on_deal(ctx: Context, ev: DealUnrouted, now: datetime) -> None:
+    t, lead_id = ctx.tables, ev.deal.lead_id
+    index = t.lead_index.get(lead_id)
+    if index is not None:
+        await forward(ctx, ev, index["pool"])
+        return
+    parked = list(t.parked_deals.get(lead_id) or [])
+    if len(parked) >= MAX_PARKED:
+        await give_up(ctx, ev, lead_id, UnknownLead(f"more than {MAX_PARKED} deals wait for this lead"))
+        return
+    # The wait is measured on the wall clock from parking, so a worker catching up on lag waits too.
+    parked.append(ev.model_copy(update={"first_seen_at": now}).model_dump(mode="json"))
+    t.parked_deals[lead_id] = parked
+
+
+async def on_pending_expired(ctx: Context, ev: PendingExpired, now: datetime) -> None:
+    t = ctx.tables
+    wait = timedelta(seconds=ctx.settings.unknown_lead_wait_seconds)
+    parked = [DealUnrouted.model_validate(p) for p in t.parked_deals.get(ev.lead_id) or []]
+    keep = [p for p in parked if p.first_seen_at + wait >= now]
+    for deal in (p for p in parked if p.first_seen_at + wait < now):
+        await give_up(ctx, deal, ev.lead_id, UnknownLead("no decision for this lead within the wait", field="lead_id"))
+    if len(keep) != len(parked):
+        if keep:
+            t.parked_deals[ev.lead_id] = [p.model_dump(mode="json") for p in keep]
+        else:
+            del t.parked_deals[ev.lead_id]
+
+
+def on_index_expired(ctx: Context, ev: IndexExpired, now: datetime) -> None:
+    horizon = now - timedelta(days=ctx.settings.index_retention_days)
+    for lead_id in ev.lead_ids:
+        entry = ctx.tables.lead_index.get(lead_id)
+        if entry and datetime.fromisoformat(entry["indexed_at"]) < horizon:
+            del ctx.tables.lead_index[lead_id]
 
 
 async def handle(ctx: Context, event: Any) -> None:
     ev = parse_internal(LEAD_EVENT, event.value)
-    t = ctx.tables
+    now = datetime.now(UTC)
     if isinstance(ev, LeadIndexed):
-        t.lead_index[ev.lead_id] = {"pool": ev.pool, "rep_id": ev.rep_id, "decision_id": ev.decision_id}
-        waiting = t.parked_deals.get(ev.lead_id)
-        if waiting is not None:
-            await forward(ctx, DealUnrouted.model_validate(waiting), ev.pool)
-            del t.parked_deals[ev.lead_id]
+        await on_indexed(ctx, ev, now)
     elif isinstance(ev, DealUnrouted):
-        index = t.lead_index.get(ev.deal.lead_id)
-        if index is not None:
-            await forward(ctx, ev, index["pool"])
-        else:
-            # The deal may have overtaken its lead's decision: park it until indexed or expired.
-            t.parked_deals[ev.deal.lead_id] = ev.model_dump(mode="json")
+        await on_deal(ctx, ev, now)
+    elif isinstance(ev, PendingExpired):
+        await on_pending_expired(ctx, ev, now)
     else:
-        waiting = t.parked_deals.get(ev.lead_id)
-        if waiting is None:
-            return
-        parked = DealUnrouted.model_validate(waiting)
-        origin = parked.origin
-        where = (origin.topic, origin.partition, origin.offset) if origin else (event.message.topic, -1, -1)
-        await send_dead_letter(
-            ctx,
-            key=ev.lead_id.encode(),
-            value=dump(parked.deal),
-            origin=where,
-            error=UnknownLead("no decision for this lead within unknown_lead_wait_seconds", field="lead_id"),
-            agent="match_deals",
-        )
-        del t.parked_deals[ev.lead_id]
+        on_index_expired(ctx, ev, now)
 
 
 def register(app: faust.App, ctx: Context) -> Any:

@@ -3,54 +3,58 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
 
 from routing.ledger import LedgerEntry, assign, close, expired, with_member
-from routing.model import Load, PoolView, Rep
-from routing.policy import DEFAULT_POLICY
-from schemas.internal import POOL_EVENT, DealArrived, LeadArrived, LeadIndexed, LedgerExpired, RepChanged
+from routing.model import Load, Rep
+from routing.policy import Policy
+from schemas.events import AssignmentDecision
+from schemas.internal import (
+    POOL_EVENT,
+    DealArrived,
+    LeadArrived,
+    LeadIndexed,
+    LedgerExpired,
+    PolicyChanged,
+    RepChanged,
+)
 from streams.boundary import handle_guarded
 from streams.codecs import dump, parse_internal
 from streams.context import Context
-from streams.errors import UnknownLead
+from streams.errors import StalePolicy, UnknownLead
+from streams.poolcache import PoolCache
 from streams.tables import key
 
 log = logging.getLogger("leadrelay.route")
 
 
-def pool_view(ctx: Context, pool: str) -> PoolView:
-    t = ctx.tables
-    state = t.pools.get(pool) or {}
-    members = state.get("members", [])
-    reps = {r: Rep.from_dict(t.reps[key(pool, r)]) for r in members if t.reps.get(key(pool, r))}
-    loads = {r: Load.from_dict(t.loads.get(key(pool, r))) for r in reps}
-    return PoolView(pool=pool, reps=reps, loads=loads, cursor=state.get("cursor"))
-
-
-async def on_lead(ctx: Context, ev: LeadArrived, now: datetime) -> None:
-    t, m, lead = ctx.tables, ctx.metrics, ev.lead
+async def on_lead(ctx: Context, cache: PoolCache, ev: LeadArrived, now: datetime) -> None:
+    t, lead = ctx.tables, ev.lead
     ledger_key = key(ev.pool, lead.lead_id)
     stored = t.ledger.get(ledger_key)
     entry = LedgerEntry.from_dict(stored) if stored else None
-    view = pool_view(ctx, ev.pool) if entry is None else PoolView(ev.pool, {})
-    result = assign(lead, view, DEFAULT_POLICY, entry, now=now)
-    decision = result.decision
-    if result.duplicate:
-        m.record_duplicate(ev.pool)
+    if entry is not None:
+        decision = AssignmentDecision.model_validate(entry.decision)  # re-emitted unchanged, state untouched
+        ctx.metrics.record_duplicate(ev.pool)
     else:
+        frame = cache.frame(ev.pool)
+        result = assign(lead, frame, cache.policy(ev.pool), None, now=now)
+        decision = result.decision
         # Ledger first: if the worker dies between writes, a replayed lead is a duplicate, not a re-decision.
         t.ledger[ledger_key] = result.entry.to_dict()
         if result.load is not None and decision.rep_id is not None:
             t.loads[key(ev.pool, decision.rep_id)] = result.load.to_dict()
-            t.pools[ev.pool] = {**(t.pools.get(ev.pool) or {}), "cursor": decision.rep_id}
-        m.record_decision(decision, (now - ev.received_at).total_seconds())
-        m.set_pool_state(
-            ev.pool,
-            open_leads=sum(load.open for load in view.loads.values()) + (1 if decision.rep_id else 0),
-            capacity=sum(r.capacity for r in view.reps.values() if r.active),
+            frame.set_load(decision.rep_id, result.load)
+        if result.state is not None:
+            t.pools[ev.pool] = result.state.to_dict()
+            frame.set_state(result.state)
+        ctx.metrics.record_decision(decision, (now - ev.received_at).total_seconds())
+        ctx.metrics.set_pool_state(
+            ev.pool, open_leads=int(frame.open.sum()), capacity=int(frame.capacity[frame.active].sum())
         )
     lead_key = lead.lead_id.encode()
     await ctx.topics.assignments.send(key=lead_key, value=dump(decision))
@@ -58,21 +62,21 @@ async def on_lead(ctx: Context, ev: LeadArrived, now: datetime) -> None:
     await ctx.topics.lead_events.send(key=lead_key, value=dump(indexed))
 
 
-def on_rep(ctx: Context, ev: RepChanged) -> None:
+def on_rep(ctx: Context, cache: PoolCache, ev: RepChanged) -> None:
     t = ctx.tables
     rep_key = key(ev.pool, ev.rep_id)
-    state = t.pools.get(ev.pool) or {"members": [], "cursor": None}
-    present = ev.profile is not None
+    state = cache.state(ev.pool)
     if ev.profile is not None:
         t.reps[rep_key] = Rep.from_event(ev.profile).to_dict()
     elif t.reps.get(rep_key) is not None:
         del t.reps[rep_key]  # its load row stays: the leads it holds are still open until they close
-    members = with_member(list(state.get("members", [])), ev.rep_id, present)
-    if members != state.get("members"):
-        t.pools[ev.pool] = {**state, "members": members}
+    members = tuple(with_member(list(state.members), ev.rep_id, ev.profile is not None))
+    if members != state.members:
+        t.pools[ev.pool] = replace(state, members=members).to_dict()
+    cache.drop(ev.pool)  # structural change: the frame is rebuilt on the next lead
 
 
-def on_deal(ctx: Context, ev: DealArrived) -> None:
+def on_deal(ctx: Context, cache: PoolCache, ev: DealArrived) -> None:
     t, deal = ctx.tables, ev.deal
     ledger_key = key(ev.pool, deal.lead_id)
     stored = t.ledger.get(ledger_key)
@@ -83,19 +87,50 @@ def on_deal(ctx: Context, ev: DealArrived) -> None:
     credited = deal.rep_id or holder
     load = Load.from_dict(t.loads.get(key(ev.pool, holder))) if holder else None
     buckets = t.performance.get(key(ev.pool, credited)) if credited else None
-    result = close(deal, entry, load, buckets)
+    model = t.models.get(key(ev.pool, credited)) if credited else None
+    result = close(deal, entry, load, buckets, model)
     if result.duplicate:
         return
+    frame = cache.cached(ev.pool)
     if result.entry is not None:
         t.ledger[ledger_key] = result.entry.to_dict()
     if result.released is not None:
         rep_id, new_load = result.released
         t.loads[key(ev.pool, rep_id)] = new_load.to_dict()
         ctx.metrics.record_release(ev.pool)
-    if result.credited and result.buckets is not None:
-        t.performance[key(ev.pool, result.credited)] = result.buckets
+        if frame is not None:
+            frame.set_load(rep_id, new_load)
+    if result.credited is not None:
+        if result.buckets is not None:
+            t.performance[key(ev.pool, result.credited)] = result.buckets
+            if frame is not None:
+                frame.set_buckets(result.credited, result.buckets)
+        if result.model is not None:
+            t.models[key(ev.pool, result.credited)] = result.model
+            if frame is not None:
+                frame.set_model(result.credited, result.model)
     variant = entry.decision.get("variant") if entry else None
     ctx.metrics.record_deal(ev.pool, deal.outcome, variant, matched=entry is not None)
+
+
+def on_policy(ctx: Context, cache: PoolCache, ev: PolicyChanged) -> None:
+    t = ctx.tables
+    current = t.policies.get(ev.pool)
+    if ev.policy is None:
+        if current is not None:
+            del t.policies[ev.pool]
+        log.info("policy removed; default applies", extra={"pool": ev.pool})
+    else:
+        if current is not None and current != ev.policy and ev.policy["version"] <= current["version"]:
+            raise StalePolicy(
+                f"version {ev.policy['version']} is not newer than running {current['version']}", field="version"
+            )
+        t.policies[ev.pool] = ev.policy
+        log.info("policy %s v%s active", ev.policy["id"], ev.policy["version"], extra={"pool": ev.pool})
+    cache.drop_policy(ev.pool)
+    policy = cache.policy(ev.pool)
+    variants = [v.id for v in policy.experiment.variants] if policy.experiment else []
+    ctx.metrics.set_policy(ev.pool, policy.id, policy.version, variants)
 
 
 def on_expire(ctx: Context, ev: LedgerExpired, now: datetime) -> None:
@@ -107,23 +142,30 @@ def on_expire(ctx: Context, ev: LedgerExpired, now: datetime) -> None:
             del ctx.tables.ledger[ledger_key]
 
 
-async def handle(ctx: Context, event: Any) -> None:
-    ev = parse_internal(POOL_EVENT, event.value)
-    now = datetime.now(UTC)  # the wall clock enters here, at the edge, and is passed into the core
-    if isinstance(ev, LeadArrived):
-        await on_lead(ctx, ev, now)
-    elif isinstance(ev, RepChanged):
-        on_rep(ctx, ev)
-    elif isinstance(ev, DealArrived):
-        on_deal(ctx, ev)
-    else:
-        on_expire(ctx, ev, now)
+def register(app: faust.App, ctx: Context, default_policy: Policy) -> Any:
+    cache = PoolCache(ctx, default_policy)
+    # Recovery after a rebalance rewrites tables underneath the cache: start from the tables again.
+    app.on_partitions_revoked.connect(cache.clear)
+    app.on_partitions_assigned.connect(cache.clear)
 
+    async def handle(ctx: Context, event: Any) -> None:
+        ev = parse_internal(POOL_EVENT, event.value)
+        now = datetime.now(UTC)  # the wall clock enters here, at the edge, and is passed into the core
+        if isinstance(ev, LeadArrived):
+            await on_lead(ctx, cache, ev, now)
+        elif isinstance(ev, RepChanged):
+            on_rep(ctx, cache, ev)
+        elif isinstance(ev, DealArrived):
+            on_deal(ctx, cache, ev)
+        elif isinstance(ev, PolicyChanged):
+            on_policy(ctx, cache, ev)
+        else:
+            on_expire(ctx, ev, now)
 
-def register(app: faust.App, ctx: Context) -> Any:
     @app.agent(ctx.topics.pool_events, name="route")
     async def route(stream: Any) -> Any:
         async for event in stream.events():
             yield await handle_guarded(ctx, "route", event, handle)
 
+    route.cache = cache  # type: ignore[attr-defined]  # for tests and introspection
     return route

@@ -14,7 +14,7 @@ from typing import Any
 import faust
 
 from routing.ledger import LedgerEntry, expired
-from schemas.internal import DealUnrouted, LedgerExpired, PendingExpired
+from schemas.internal import DealUnrouted, IndexExpired, LedgerExpired, PendingExpired
 from streams.codecs import dump
 from streams.context import Context
 from streams.tables import SEP
@@ -37,11 +37,16 @@ async def sweep_once(ctx: Context, now: datetime) -> int:
             await ctx.topics.pool_events.send(key=pool.encode(), value=dump(batch))
     wait = timedelta(seconds=ctx.settings.unknown_lead_wait_seconds)
     stale = 0
-    for lead_id, stored in list(ctx.tables.parked_deals.items()):
-        if stored and DealUnrouted.model_validate(stored).first_seen_at + wait < now:
+    for lead_id, parked in list(ctx.tables.parked_deals.items()):
+        if parked and any(DealUnrouted.model_validate(p).first_seen_at + wait < now for p in parked):
             await ctx.topics.lead_events.send(key=lead_id.encode(), value=dump(PendingExpired(lead_id=lead_id)))
             stale += 1
-    return stale + sum(len(v) for v in by_pool.values())
+    # Index entries are keyed by lead, so each expires through its own partition (one event per lead).
+    horizon = (now - timedelta(days=ctx.settings.index_retention_days)).isoformat()
+    old = [lead_id for lead_id, e in list(ctx.tables.lead_index.items()) if e and e.get("indexed_at", "") < horizon]
+    for lead_id in old:
+        await ctx.topics.lead_events.send(key=lead_id.encode(), value=dump(IndexExpired(lead_ids=[lead_id])))
+    return stale + len(old) + sum(len(v) for v in by_pool.values())
 
 
 def register(app: faust.App, ctx: Context) -> Any:

@@ -1,102 +1,466 @@
-"""decide(): one lead, one pool view, one policy -> one explained decision. Deterministic."""
+"""decide(): one lead, one pool frame, one policy -> one explained decision. Deterministic.
+
+Pipeline: value tier -> strategy (rule entry, else experiment variant, else default) -> eligibility
+filters (with the fallback chain) -> weighted scorers -> selector -> explanation (+ shadow strategies).
+"""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from routing.ids import decision_id
-from routing.model import PoolView, Rep
-from routing.policy import Policy
-from schemas.events import AssignmentDecision, Explanation, LeadCreated, ScoredRep
+import numpy as np
+import numpy.typing as npt
+
+from routing import availability, fairness
+from routing.frame import PoolFrame
+from routing.ids import decision_id, unit_hash
+from routing.learning import features
+from routing.policy import Policy, Relaxation, Strategy, TagNeed, ValueTier
+from schemas.events import AssignmentDecision, Explanation, LeadCreated, ScoredRep, ShadowDecision
+
+F64 = npt.NDArray[np.float64]
+B = npt.NDArray[np.bool_]
+# The first failing check names a rep's exclusion, in this order ("why not rep B").
+EXCLUSIONS = (
+    "excluded",
+    "inactive",
+    "unavailable",
+    "out_of_office",
+    "off_shift",
+    "at_capacity",
+    "daily_cap",
+    "weekly_cap",
+    "value_cap",
+    "tier_not_allowed",
+    "missing_tag",
+    "premium_share_cap",
+)
 
 
-def exclusion(rep: Rep, open_leads: int, excluded_ids: frozenset[str]) -> str | None:
-    """Why a rep cannot take this lead, or None when it can."""
-    if rep.rep_id in excluded_ids:
-        return "excluded"
-    if not rep.active:
-        return "inactive"
-    if rep.availability != "available":
-        return "unavailable"
-    if open_leads >= rep.capacity:
-        return "at_capacity"
-    return None
+@dataclass(frozen=True)
+class Route:
+    """How a lead is handled before any rep is looked at."""
+
+    value: float
+    tier: ValueTier | None
+    strategy_name: str
+    strategy: Strategy
+    rule: str | None
+    variant: str | None
+    growth: bool
+    features: list[str]
 
 
-def rotation_order(rep_ids: Iterable[str], cursor: str | None) -> list[str]:
-    """Rep ids in rotation order: those after the cursor first, then wrapping around.
+@dataclass
+class Outcome:
+    """A decision plus what the writer needs to update state (rotation position, counters)."""
 
-    The cursor is the last chosen id, not an index, so adding or removing reps never resets it.
-    """
-    ordered = sorted(rep_ids)
-    if cursor is None:
-        return ordered
-    after = [r for r in ordered if r > cursor]
-    return after + [r for r in ordered if r <= cursor]
+    decision: AssignmentDecision
+    index: int | None
+    vpass: float = 0.0
+    vtime: float = 0.0
+    premium: bool = False
+    value: float = 0.0
+    route: Route | None = None
+
+
+@dataclass
+class _Relax:
+    dropped: set[str] = field(default_factory=set)
+    drop_all: bool = False
+    all_tiers: bool = False
+    ignore_hours: bool = False
+
+    def apply(self, step: Relaxation) -> str:
+        said = []
+        if step.drop_must_have == "all":
+            self.drop_all = True
+            said.append("dropped all must-have tags")
+        elif step.drop_must_have:
+            self.dropped.update(step.drop_must_have)
+            said.append("dropped must-have " + ", ".join(step.drop_must_have))
+        if step.allow_all_tiers:
+            self.all_tiers = True
+            said.append("allowed all rep tiers")
+        if step.ignore_working_hours:
+            self.ignore_hours = True
+            said.append("ignored working hours")
+        return "; ".join(said) or "no-op"
+
+
+def lead_value(lead: LeadCreated, policy: Policy) -> float:
+    if policy.value_field == "score":
+        score = lead.attributes.get("score")
+        return float(score) if isinstance(score, int | float) and not isinstance(score, bool) else 0.0
+    return lead.estimated_value or 0.0
+
+
+def value_tier(policy: Policy, value: float) -> ValueTier | None:
+    tier = None
+    for candidate in sorted(policy.value_tiers, key=lambda t: t.min_value):
+        if value >= candidate.min_value:
+            tier = candidate
+    return tier
+
+
+def route(lead: LeadCreated, policy: Policy) -> Route:
+    value = lead_value(lead, policy)
+    tier = value_tier(policy, value)
+    name, rule, variant = "default", None, None
+    for entry in policy.rules:
+        if entry.when.matches(lead):
+            name, rule = entry.strategy, entry.name
+            break
+    else:
+        if policy.experiment:
+            u = unit_hash("variant", policy.experiment.id, lead.lead_id)
+            cumulative = 0.0
+            for v in policy.experiment.variants:
+                cumulative += v.share
+                if u < cumulative:
+                    name, variant = v.strategy, v.id
+                    break
+            else:
+                last = policy.experiment.variants[-1]
+                name, variant = last.strategy, last.id
+    growth = False
+    if policy.growth and unit_hash("growth", lead.lead_id) < policy.growth.share:
+        lowest = min((t.min_value for t in policy.value_tiers), default=0.0)
+        growth = policy.growth.include_premium or tier is None or tier.min_value <= lowest
+    feats = features(lead, tier.name if tier else None)
+    return Route(value, tier, name, policy.strategies[name], rule, variant, growth, feats)
+
+
+def _template(need: TagNeed, lead: LeadCreated) -> str | None:
+    """ "lang:{language}" -> "lang:de"; None when the lead lacks the field (the need does not apply)."""
+    if "{" not in need.tag:
+        return need.tag
+    values: dict[str, Any] = {k: getattr(lead, k) for k in ("language", "country", "industry", "product", "source")}
+    values.update({f"attributes.{k}": v for k, v in lead.attributes.items()})
+    out = need.tag
+    for key, value in values.items():
+        token = "{" + key + "}"
+        if token in out:
+            if value is None:
+                return None
+            out = out.replace(token, str(value).lower())
+    return None if "{" in out else out
+
+
+def _eligibility(
+    frame: PoolFrame,
+    lead: LeadCreated,
+    r: Route,
+    policy: Policy,
+    now: datetime,
+    exclude: frozenset[str],
+    relax: _Relax,
+) -> tuple[B, dict[str, int]]:
+    n = frame.n
+    no = np.zeros(n, dtype=np.bool_)
+    excluded = no.copy()
+    for rep_id in exclude:
+        if rep_id in frame.index:
+            excluded[frame.index[rep_id]] = True
+    ooo, off = no.copy(), no.copy()
+    for i in frame.scheduled:
+        rep = frame.reps[i]
+        ooo[i] = availability.out_of_office(rep, now)
+        off[i] = policy.respect_working_hours and not relax.ignore_hours and not availability.on_shift(rep, now)
+    caps = policy.caps
+    daily = np.minimum(frame.daily_cap, np.inf if caps.daily is None else caps.daily)
+    weekly = np.minimum(frame.weekly_cap, np.inf if caps.weekly is None else caps.weekly)
+    value_cap = (
+        (frame.day_value + r.value > caps.daily_value) & (frame.day_count > 0) if caps.daily_value is not None else no
+    )
+    tier_bad = no
+    if r.tier is not None and r.tier.allowed_rep_tiers is not None and not relax.all_tiers:
+        tier_bad = ~np.isin(frame.tier, r.tier.allowed_rep_tiers)
+        if r.growth and policy.growth is not None:
+            tier_bad &= ~frame.growth_members(now, policy.growth.tiers, policy.growth.new_rep_days)
+    missing = no.copy()
+    if not relax.drop_all:
+        for need in r.strategy.must_have:
+            tag = _template(need, lead)
+            if tag is not None and tag not in relax.dropped and need.tag not in relax.dropped:
+                missing |= frame.tag_levels(tag) < need.level
+    premium_cap = no
+    cap = policy.premium_cap
+    if cap and r.tier is not None and r.tier.name == cap.tier and frame.state.premium >= cap.min_leads:
+        premium_cap = frame.premium / max(1, frame.state.premium) >= cap.max_share
+    checks = (
+        excluded,
+        ~frame.active,
+        ~frame.available,
+        ooo,
+        off,
+        frame.open >= frame.capacity,
+        frame.day_count >= daily,
+        frame.week_count >= weekly,
+        value_cap,
+        tier_bad,
+        missing,
+        premium_cap,
+    )
+    remaining = np.ones(n, dtype=np.bool_)
+    counts: dict[str, int] = {}
+    for reason, failed in zip(EXCLUSIONS, checks, strict=True):
+        hit = remaining & failed
+        k = int(hit.sum())
+        if k:
+            counts[reason] = k
+            remaining &= ~failed
+    return remaining, counts
+
+
+def _minmax(x: F64) -> F64:
+    low, high = float(x.min()), float(x.max())
+    if high - low <= 1e-12:
+        return np.ones_like(x)
+    return (x - low) / (high - low)
+
+
+def _scores(
+    frame: PoolFrame, idx: npt.NDArray[np.int64], lead: LeadCreated, r: Route, policy: Policy
+) -> tuple[dict[str, F64], dict[str, F64], F64]:
+    """Per scorer: normalized component in [0, 1] over the eligible reps; raw facts; rotation passes."""
+    cap, opened = frame.capacity[idx], frame.open[idx]
+    stride = 1.0 / frame.weight[idx]
+    eff = np.maximum(frame.vpass[idx], frame.state.vtime - policy.rotation.catch_up * stride)
+    prior_won, prior_lost = policy.performance.prior_won, policy.performance.prior_lost
+    won, lost = frame.won[idx], frame.lost[idx]
+    win_rate = (won + prior_won) / (won + lost + prior_won + prior_lost)
+    facts: dict[str, F64] = {"open": opened, "capacity": cap, "win_rate": win_rate}
+    comps: dict[str, F64] = {}
+    for name, weight in r.strategy.scorers.items():
+        if weight <= 0:
+            continue
+        if name == "load":
+            comps[name] = (cap - opened) / cap
+        elif name == "rotation":
+            comps[name] = _minmax(-eff)  # the rep furthest behind in its weighted share scores 1
+        elif name == "tier_fit":
+            preferred = r.tier.preferred_rep_tiers if r.tier else []
+            comps[name] = np.where(np.isin(frame.tier[idx], preferred), 1.0, 0.5) if preferred else np.ones(len(idx))
+        elif name == "skills":
+            needs = [(t, n.level) for n in r.strategy.nice_to_have if (t := _template(n, lead)) is not None]
+            if needs:
+                comps[name] = sum(np.minimum(frame.tag_levels(t)[idx], lv) / lv for t, lv in needs) / len(needs)
+            else:
+                comps[name] = np.ones(len(idx))
+        elif name == "performance":
+            comps[name] = _minmax(win_rate)
+        elif name == "revenue":
+            comps[name] = _minmax(frame.revenue[idx])
+            facts["revenue"] = frame.revenue[idx]
+        elif name == "predicted":
+            p = _predict(frame, idx, r.features, prior_won, prior_lost)
+            comps[name] = _minmax(p)
+            facts["predicted_win"] = p
+        elif name == "fairness":
+            shares = fairness.fair_shares(frame.capacity, frame.weight)
+            gap = fairness.deficit(frame.value, shares)[idx]
+            comps[name] = _minmax(gap)
+            facts["fair_share"] = shares[idx]
+    return comps, facts, eff
+
+
+def _predict(frame: PoolFrame, idx: npt.NDArray[np.int64], feats: list[str], a: float, b: float) -> F64:
+    """Vectorized learning.predict over the eligible reps (same formula, see routing/learning.py)."""
+    won, lost = frame.base_won[idx], frame.base_lost[idx]
+    base = np.log((won + a) / (lost + b))
+    rate = (won + a) / (won + lost + a + b)
+    score = base.copy()
+    strength = 4.0
+    for f in feats:
+        f_won, f_lost = frame.feature_counts(f)
+        fw, fl = f_won[idx], f_lost[idx]
+        seen = (fw + fl) > 0
+        adj = np.log((fw + rate * strength) / (fl + (1 - rate) * strength)) - base
+        score += np.where(seen, adj, 0.0)
+    return 1.0 / (1.0 + np.exp(-np.clip(score, -30, 30)))
+
+
+@dataclass
+class _Evaluation:
+    idx: npt.NDArray[np.int64]
+    total: F64
+    comps: dict[str, F64]
+    facts: dict[str, F64]
+    eff: F64
+    excluded: dict[str, int]
+    relaxed: list[str]
+    notes: list[str]
+    order: npt.NDArray[np.int64]  # positions into idx, best first
+
+
+def _evaluate(
+    frame: PoolFrame, lead: LeadCreated, r: Route, policy: Policy, now: datetime, exclude: frozenset[str]
+) -> _Evaluation:
+    relax = _Relax()
+    relaxed: list[str] = []
+    mask, excluded = _eligibility(frame, lead, r, policy, now, exclude, relax)
+    for step in r.strategy.relax:
+        if mask.any():
+            break
+        relaxed.append(relax.apply(step))
+        mask, excluded = _eligibility(frame, lead, r, policy, now, exclude, relax)
+    notes: list[str] = []
+    if r.growth and policy.growth is not None and mask.any():
+        growth = mask & frame.growth_members(now, policy.growth.tiers, policy.growth.new_rep_days)
+        if growth.any():
+            notes.append(f"growth channel: {int(growth.sum())} growth rep(s) eligible, others held back")
+            mask = growth
+        else:
+            notes.append("growth channel: no growth rep eligible, open to all")
+    idx = np.flatnonzero(mask)
+    if len(idx) == 0:
+        empty = np.zeros(0)
+        return _Evaluation(idx, empty, {}, {}, empty, excluded, relaxed, notes, np.zeros(0, dtype=np.int64))
+    comps, facts, eff = _scores(frame, idx, lead, r, policy)
+    weights = {k: w for k, w in r.strategy.scorers.items() if w > 0}
+    total_weight = sum(weights.values()) or 1.0
+    total = sum((comps[k] * w for k, w in weights.items()), np.zeros(len(idx))) / total_weight
+    rank = frame.rotation_rank()[idx]
+    order = np.lexsort((rank, -np.round(total, 9)))  # best score first; ties in rotation order
+    return _Evaluation(idx, total, comps, facts, eff, excluded, relaxed, notes, order)
+
+
+def _scored(frame: PoolFrame, ev: _Evaluation, pos: int) -> ScoredRep:
+    return ScoredRep(
+        rep_id=frame.ids[int(ev.idx[pos])],
+        score=round(float(ev.total[pos]), 6),
+        components={k: round(float(v[pos]), 6) for k, v in ev.comps.items()},
+        facts={k: round(float(v[pos]), 6) for k, v in ev.facts.items()},
+    )
+
+
+def _select(ev: _Evaluation, strategy: Strategy, lead_id: str, attempt: int) -> int | None:
+    """Position (into ev.idx) of the chosen rep; None for the claim pool or nobody."""
+    if len(ev.idx) == 0 or strategy.selector.type == "claim_pool":
+        return None
+    if strategy.selector.type == "weighted_draw":
+        ordered = ev.order[np.argsort(ev.idx[ev.order], kind="stable")]  # draw over ids in a fixed order
+        p = np.maximum(ev.total[ordered], 1e-9) ** (1.0 / strategy.selector.temperature)
+        cumulative = np.cumsum(p / p.sum())
+        u = unit_hash("draw", lead_id, str(attempt))
+        return int(ordered[min(int(np.searchsorted(cumulative, u, side="right")), len(ordered) - 1)])
+    return int(ev.order[0])
+
+
+def evaluate(
+    lead: LeadCreated,
+    frame: PoolFrame,
+    policy: Policy,
+    *,
+    now: datetime,
+    attempt: int = 1,
+    exclude: frozenset[str] = frozenset(),
+) -> Outcome:
+    frame.refresh(now, policy.performance.window_days)
+    r = route(lead, policy)
+    ev = _evaluate(frame, lead, r, policy, now, exclude)
+    pos = _select(ev, r.strategy, lead.lead_id, attempt)
+    chosen = _scored(frame, ev, pos) if pos is not None else None
+    ranked = [int(p) for p in ev.order if pos is None or int(p) != pos]
+    runners = [_scored(frame, ev, p) for p in ranked[: policy.runners_up]]
+    claim = r.strategy.selector.type == "claim_pool"
+    if claim and len(ev.idx):
+        reason = "sent_to_claim_pool"
+    elif chosen is not None:
+        reason = "assigned"
+    else:
+        reason = "empty_pool" if frame.n == 0 else "no_eligible_rep"
+    shadow = [_shadow(frame, lead, r, name, policy, now, exclude, attempt) for name in _shadows(policy, r)]
+    explanation = Explanation(
+        strategy=r.strategy_name,
+        summary=_summary(reason, chosen, len(ev.idx), ev.excluded, r),
+        weights={k: w for k, w in r.strategy.scorers.items() if w > 0},
+        value_tier=r.tier.name if r.tier else None,
+        rule=r.rule,
+        growth_channel=r.growth,
+        relaxed=ev.relaxed,
+        chosen=chosen,
+        runners_up=runners,
+        eligible=len(ev.idx),
+        excluded=dict(sorted(ev.excluded.items())),
+        notes=ev.notes,
+    )
+    decision = AssignmentDecision(
+        decision_id=decision_id(lead.lead_id, attempt),
+        lead_id=lead.lead_id,
+        pool=frame.pool,
+        rep_id=chosen.rep_id if chosen else None,
+        reason=reason,
+        attempt=attempt,
+        policy_id=policy.id,
+        policy_version=policy.version,
+        variant=r.variant,
+        experiment=policy.experiment.id if policy.experiment and r.variant else None,
+        explanation=explanation,
+        shadow=shadow,
+        lead_created_at=lead.created_at,
+        decided_at=now,
+    )
+    if pos is None:
+        return Outcome(decision, None, route=r, value=r.value)
+    i = int(ev.idx[pos])
+    eff = float(ev.eff[pos])
+    premium = bool(policy.premium_cap and r.tier and r.tier.name == policy.premium_cap.tier)
+    return Outcome(decision, i, eff + 1.0 / float(frame.weight[i]), eff, premium, r.value, r)
+
+
+def _shadows(policy: Policy, r: Route) -> list[str]:
+    return [s for s in policy.experiment.shadow if s != r.strategy_name] if policy.experiment else []
+
+
+def _shadow(
+    frame: PoolFrame,
+    lead: LeadCreated,
+    r: Route,
+    name: str,
+    policy: Policy,
+    now: datetime,
+    exclude: frozenset[str],
+    attempt: int,
+) -> ShadowDecision:
+    alt = Route(r.value, r.tier, name, policy.strategies[name], r.rule, r.variant, r.growth, r.features)
+    ev = _evaluate(frame, lead, alt, policy, now, exclude)
+    pos = _select(ev, alt.strategy, lead.lead_id, attempt)
+    if pos is None:
+        return ShadowDecision(strategy=name, rep_id=None)
+    return ShadowDecision(strategy=name, rep_id=frame.ids[int(ev.idx[pos])], score=round(float(ev.total[pos]), 6))
 
 
 def decide(
     lead: LeadCreated,
-    view: PoolView,
+    frame: PoolFrame,
     policy: Policy,
     *,
     now: datetime,
     attempt: int = 1,
     exclude: frozenset[str] = frozenset(),
 ) -> AssignmentDecision:
-    """Pick the least loaded eligible rep relative to capacity; ties go to the next in rotation."""
-    excluded: Counter[str] = Counter()
-    scored: list[ScoredRep] = []
-    for rep_id in rotation_order(view.reps, view.cursor):
-        rep = view.reps[rep_id]
-        load = view.load_of(rep_id)
-        why_not = exclusion(rep, load.open, exclude)
-        if why_not:
-            excluded[why_not] += 1
-            continue
-        remaining = (rep.capacity - load.open) / rep.capacity
-        scored.append(
-            ScoredRep(
-                rep_id=rep_id,
-                score=round(remaining, 9),
-                components={"remaining_capacity": round(remaining, 9), "open": load.open, "capacity": rep.capacity},
-            )
-        )
-    # Stable sort on score keeps rotation order among equals: that is the tie-break.
-    ranked = sorted(scored, key=lambda s: -s.score)
-    chosen = ranked[0] if ranked else None
-    explanation = Explanation(
-        strategy=policy.strategy,
-        summary=_summary(chosen, len(ranked), excluded, empty=not view.reps),
-        chosen=chosen,
-        runners_up=ranked[1 : 1 + policy.runners_up],
-        eligible=len(ranked),
-        excluded=dict(sorted(excluded.items())),
-    )
-    reason = "assigned" if chosen else ("empty_pool" if not view.reps else "no_eligible_rep")
-    return AssignmentDecision(
-        decision_id=decision_id(lead.lead_id, attempt),
-        lead_id=lead.lead_id,
-        pool=view.pool,
-        rep_id=chosen.rep_id if chosen else None,
-        reason=reason,
-        attempt=attempt,
-        policy_id=policy.id,
-        policy_version=policy.version,
-        explanation=explanation,
-        lead_created_at=lead.created_at,
-        decided_at=now,
-    )
+    """The decision alone (no state changes): for dry runs, replays and tests."""
+    return evaluate(lead, frame, policy, now=now, attempt=attempt, exclude=exclude).decision
 
 
-def _summary(chosen: ScoredRep | None, eligible: int, excluded: Counter[str], *, empty: bool) -> str:
+def _summary(reason: str, chosen: ScoredRep | None, eligible: int, excluded: dict[str, int], r: Route) -> str:
     skipped = ", ".join(f"{why} {n}" for why, n in sorted(excluded.items()))
     tail = f"{eligible} eligible" + (f", excluded: {skipped}" if skipped else "")
-    if empty:
+    how = f"strategy {r.strategy_name}" + (f" (rule {r.rule})" if r.rule else "")
+    how += f", variant {r.variant}" if r.variant else ""
+    how += f", tier {r.tier.name}" if r.tier else ""
+    how += ", growth channel" if r.growth else ""
+    if reason == "empty_pool":
         return "no rep in this pool"
+    if reason == "sent_to_claim_pool":
+        return f"sent to the claim pool by {how}; {tail} may claim it"
     if chosen is None:
-        return f"no eligible rep ({tail})"
-    c = chosen.components
-    return f"least loaded: {int(c['open'])}/{int(c['capacity'])} open before this lead; {tail}"
+        return f"no eligible rep ({tail}); {how}"
+    top = sorted(chosen.components.items(), key=lambda kv: -kv[1])[:3]
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in top)
+    opened, capacity = int(chosen.facts.get("open", 0)), int(chosen.facts.get("capacity", 0))
+    return f"score {chosen.score:.3f} ({parts}), {opened}/{capacity} open; {how}; {tail}"

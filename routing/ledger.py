@@ -3,32 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from routing import performance
-from routing.decide import decide
-from routing.model import Load, PoolView
+from routing import learning, performance
+from routing.decide import evaluate
+from routing.frame import PoolFrame, day_keys
+from routing.model import Load, PoolState
 from routing.policy import Policy
 from schemas.events import AssignmentDecision, DealClosed, LeadCreated
 
-OPEN, UNASSIGNED = "open", "unassigned"
+OPEN, UNASSIGNED, CLAIMABLE = "open", "unassigned", "claimable"
 
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
-    """One lead in one pool. Holds the decision itself so a redelivered lead re-emits it unchanged."""
+    """One lead in one pool. Holds the decision itself so a redelivered lead re-emits it unchanged,
+    and the lead's features (never its contact data) so the outcome can teach the model."""
 
     decision: Mapping[str, Any]
-    status: str  # open | unassigned | won | lost
+    status: str  # open | unassigned | claimable | won | lost
     rep_id: str | None
     value: float = 0.0
     closed_at: str | None = None
+    features: tuple[str, ...] = field(default_factory=tuple)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LedgerEntry:
-        return cls(data["decision"], data["status"], data.get("rep_id"), data.get("value", 0.0), data.get("closed_at"))
+        return cls(
+            data["decision"],
+            data["status"],
+            data.get("rep_id"),
+            data.get("value", 0.0),
+            data.get("closed_at"),
+            tuple(data.get("features") or ()),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -37,11 +47,12 @@ class LedgerEntry:
             "rep_id": self.rep_id,
             "value": self.value,
             "closed_at": self.closed_at,
+            "features": list(self.features),
         }
 
     @property
     def closed(self) -> bool:
-        return self.status not in (OPEN, UNASSIGNED)
+        return self.status not in (OPEN, UNASSIGNED, CLAIMABLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +60,7 @@ class Assigned:
     decision: AssignmentDecision
     entry: LedgerEntry
     load: Load | None  # the chosen rep's new load; None when nothing changes
+    state: PoolState | None  # the pool's new state; None when nothing changes
     duplicate: bool
 
 
@@ -58,33 +70,47 @@ class Closed:
     released: tuple[str, Load] | None  # rep whose open count went down, and the new load
     credited: str | None  # rep whose performance the deal counts for
     buckets: dict[str, list[float]] | None  # that rep's new performance buckets
+    model: dict[str, Any] | None  # that rep's new learned model (only when the lead's features are known)
     duplicate: bool
 
 
 def assign(
     lead: LeadCreated,
-    view: PoolView,
+    frame: PoolFrame,
     policy: Policy,
     entry: LedgerEntry | None,
     *,
     now: datetime,
 ) -> Assigned:
-    """Decide a lead once. A lead already in the ledger gets its stored decision back, load untouched."""
+    """Decide a lead once. A lead already in the ledger gets its stored decision back, state untouched."""
     if entry is not None:
-        return Assigned(AssignmentDecision.model_validate(entry.decision), entry, None, duplicate=True)
-    decision = decide(lead, view, policy, now=now)
-    value = lead.estimated_value or 0.0
-    new_load = None
-    if decision.rep_id is not None:
-        old = view.load_of(decision.rep_id)
-        new_load = Load(old.open + 1, old.assigned + 1, old.value + value)
+        return Assigned(AssignmentDecision.model_validate(entry.decision), entry, None, None, duplicate=True)
+    outcome = evaluate(lead, frame, policy, now=now)
+    decision = outcome.decision
+    feats = tuple(outcome.route.features) if outcome.route else ()
+    new_load = new_state = None
+    if outcome.index is not None and decision.rep_id is not None:
+        today, week, _ = day_keys(now)
+        old = frame.loads[outcome.index]
+        new_load = old.received(outcome.value, outcome.premium, today, week, outcome.vpass)
+        s = frame.state
+        new_state = replace(
+            s,
+            cursor=decision.rep_id,
+            vtime=max(s.vtime, outcome.vtime),
+            assigned=s.assigned + 1,
+            value=s.value + outcome.value,
+            premium=s.premium + (1 if outcome.premium else 0),
+        )
+    status = OPEN if decision.rep_id else (CLAIMABLE if decision.reason == "sent_to_claim_pool" else UNASSIGNED)
     new_entry = LedgerEntry(
         decision=decision.model_dump(mode="json"),
-        status=OPEN if decision.rep_id else UNASSIGNED,
+        status=status,
         rep_id=decision.rep_id,
-        value=value,
+        value=outcome.value,
+        features=feats,
     )
-    return Assigned(decision, new_entry, new_load, duplicate=False)
+    return Assigned(decision, new_entry, new_load, new_state, duplicate=False)
 
 
 def close(
@@ -92,20 +118,25 @@ def close(
     entry: LedgerEntry | None,
     load: Load | None,
     buckets: Mapping[str, list[float]] | None,
+    model: Mapping[str, Any] | None = None,
 ) -> Closed:
-    """Apply a closed deal: release the holder's load once, and count the outcome for the credited rep."""
+    """Apply a closed deal: release the holder's load once, count the outcome for the credited rep,
+    and teach that rep's model when the lead's features are known."""
     if entry is not None and entry.closed:
-        return Closed(entry, None, None, None, duplicate=True)
+        return Closed(entry, None, None, None, None, duplicate=True)
     credited = deal.rep_id or (entry.rep_id if entry else None)
     new_buckets = performance.record(buckets or {}, deal.outcome, deal.amount, deal.closed_at) if credited else None
+    new_model = (
+        learning.update(model, list(entry.features), deal.outcome == "won") if credited and entry is not None else None
+    )
     if entry is None:
-        return Closed(None, None, credited, new_buckets, duplicate=False)
+        return Closed(None, None, credited, new_buckets, None, duplicate=False)
     released = None
     if entry.status == OPEN and entry.rep_id is not None:
         old = load or Load()
         released = (entry.rep_id, replace(old, open=max(0, old.open - 1)))
     new_entry = replace(entry, status=deal.outcome, closed_at=deal.closed_at.isoformat())
-    return Closed(new_entry, released, credited, new_buckets, duplicate=False)
+    return Closed(new_entry, released, credited, new_buckets, new_model, duplicate=False)
 
 
 def expired(entry: LedgerEntry, *, now: datetime, retention: timedelta) -> bool:

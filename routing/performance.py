@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 # Why buckets and not Faust windows: one small value per (pool, rep), one changelog record per deal,
@@ -25,7 +25,7 @@ class Window:
 
 def record(buckets: Mapping[str, list[float]], outcome: str, amount: float, at: datetime) -> dict[str, list[float]]:
     """Add one closed deal to its day and drop days older than KEEP_DAYS before the newest day."""
-    day = at.date().isoformat()
+    day = at.astimezone(UTC).date().isoformat()  # the same instant is the same day for every sender
     out = {k: list(v) for k, v in buckets.items()}
     won, lost, revenue = out.get(day, [0, 0, 0.0])
     if outcome == "won":
@@ -40,7 +40,7 @@ def record(buckets: Mapping[str, list[float]], outcome: str, amount: float, at: 
 
 def window(buckets: Mapping[str, Any], days: int, now: datetime) -> Window:
     """Totals of the `days` days ending with `now`'s day (event time)."""
-    end = now.date()
+    end = now.astimezone(UTC).date()
     start = (end - timedelta(days=days - 1)).isoformat()
     stop = end.isoformat()
     won = lost = 0

@@ -1,21 +1,203 @@
-"""Routing policies as data: validated, versioned, one per pool (a default where a pool has none)."""
+"""Routing policies as data: validated, versioned, one per pool (a default where a pool has none).
+
+A policy picks a *strategy* for each lead (rule entries first, then an experiment's variant, else
+"default"); a strategy is eligibility filters -> weighted scorers -> a selector, with a fallback
+chain that relaxes requirements when nobody qualifies.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import json
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from routing.territory import Conditions
+from schemas.events import PoolId
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+Share = Annotated[float, Field(ge=0, le=1)]
+ScorerName = Literal["load", "rotation", "tier_fit", "skills", "performance", "revenue", "predicted", "fairness"]
+SCORERS: tuple[str, ...] = ScorerName.__args__  # type: ignore[attr-defined]
 
 
-class Policy(BaseModel):
-    """Capacity-aware load balancing: the least loaded eligible rep relative to capacity wins."""
-
+class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    id: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "default"
+
+class ValueTier(_Model):
+    """Leads whose value is at least `min_value` fall in this tier (the highest matching tier wins)."""
+
+    name: Name
+    min_value: Annotated[float, Field(ge=0)] = 0
+    allowed_rep_tiers: list[Name] | None = Field(None, description="None: every rep tier may take it")
+    preferred_rep_tiers: list[Name] = Field(default_factory=list)
+
+
+class TagNeed(_Model):
+    """A capability tag; `{field}` placeholders take the lead's value (e.g. "lang:{language}")."""
+
+    tag: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    level: Annotated[int, Field(ge=1, le=5)] = 1
+
+
+class Relaxation(_Model):
+    """One step of the fallback chain, applied cumulatively until somebody is eligible."""
+
+    drop_must_have: list[str] | Literal["all"] = Field(default_factory=list)
+    allow_all_tiers: bool = False
+    ignore_working_hours: bool = False
+
+
+class Selector(_Model):
+    type: Literal["argmax", "weighted_draw", "claim_pool"] = "argmax"
+    temperature: Annotated[float, Field(gt=0, le=100)] = 1.0  # weighted_draw: probability ~ score ** (1/T)
+
+
+class Strategy(_Model):
+    must_have: list[TagNeed] = Field(default_factory=list)
+    nice_to_have: list[TagNeed] = Field(default_factory=list)
+    relax: list[Relaxation] = Field(default_factory=list)
+    scorers: dict[ScorerName, Annotated[float, Field(ge=0, le=100)]] = Field(default_factory=lambda: {"load": 1.0})
+    selector: Selector = Field(default_factory=Selector)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> Strategy:
+        if self.selector.type != "claim_pool" and not any(self.scorers.values()):
+            raise ValueError("scorers: at least one scorer needs a weight > 0")
+        return self
+
+
+class RuleEntry(_Model):
+    """Assignment-rule entry: first match wins and chooses the strategy (Salesforce/Zoho style)."""
+
+    name: Name
+    when: Conditions = Field(default_factory=Conditions)
+    strategy: Name
+
+
+class Variant(_Model):
+    id: Name
+    share: Share
+    strategy: Name
+
+
+class Experiment(_Model):
+    """A/B trial: variants by a deterministic hash of lead_id; shadows are evaluated, recorded, not acted on."""
+
+    id: Name
+    variants: Annotated[list[Variant], Field(min_length=1, max_length=10)]
+    shadow: list[Name] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _shares_sum_to_one(self) -> Experiment:
+        total = sum(v.share for v in self.variants)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"variants: shares must sum to 1, not {total:g}")
+        if len({v.id for v in self.variants}) != len(self.variants):
+            raise ValueError("variants: ids must be unique")
+        return self
+
+
+class Growth(_Model):
+    """Protected growth channel: a share of leads (premium included) reserved for new or junior reps."""
+
+    share: Share = 0.1
+    new_rep_days: Annotated[int, Field(ge=0)] = 90
+    tiers: list[Name] = Field(default_factory=lambda: ["junior"])
+    include_premium: bool = True
+
+
+class PremiumCap(_Model):
+    """Against the Matthew effect: nobody gets more than `max_share` of a pool's premium-tier leads."""
+
+    tier: Name
+    max_share: Share = 0.4
+    min_leads: Annotated[int, Field(ge=0)] = 10  # the cap applies once the pool has handed out this many
+
+
+class Caps(_Model):
+    daily: Annotated[int, Field(ge=0)] | None = None
+    weekly: Annotated[int, Field(ge=0)] | None = None
+    daily_value: Annotated[float, Field(ge=0)] | None = None
+
+
+class Performance(_Model):
+    window_days: Annotated[int, Field(ge=1, le=90)] = 30
+    prior_won: Annotated[float, Field(gt=0)] = 1.0
+    prior_lost: Annotated[float, Field(gt=0)] = 3.0
+
+
+class Rotation(_Model):
+    catch_up: Annotated[float, Field(ge=0, le=100)] = 2.0  # leads a returning rep may catch up, at most
+
+
+class Policy(_Model):
+    id: Name = "default"
     version: Annotated[int, Field(ge=1)] = 1
-    strategy: Literal["least_loaded"] = "least_loaded"
+    pool: PoolId | None = Field(None, description="The pool it is for (the topic key when published)")
+    description: Annotated[str, StringConstraints(max_length=500)] = ""
+    respect_working_hours: bool = True
+    value_field: Literal["estimated_value", "score"] = "estimated_value"
+    value_tiers: list[ValueTier] = Field(default_factory=list)
+    caps: Caps = Field(default_factory=Caps)
+    strategies: dict[Name, Strategy] = Field(
+        default_factory=lambda: {"default": Strategy(scorers={"load": 1.0, "rotation": 0.001})}
+    )
+    rules: list[RuleEntry] = Field(default_factory=list)
+    experiment: Experiment | None = None
+    growth: Growth | None = None
+    premium_cap: PremiumCap | None = None
+    performance: Performance = Field(default_factory=Performance)
+    rotation: Rotation = Field(default_factory=Rotation)
     runners_up: Annotated[int, Field(ge=0, le=10)] = 3
+
+    @model_validator(mode="after")
+    def _strategies_exist(self) -> Policy:
+        if "default" not in self.strategies:
+            raise ValueError("strategies: a 'default' strategy is required (the catch-all)")
+        named = [(f"rules[{i}].strategy", r.strategy) for i, r in enumerate(self.rules)]
+        if self.experiment:
+            named += [
+                (f"experiment.variants[{i}].strategy", v.strategy) for i, v in enumerate(self.experiment.variants)
+            ]
+            named += [(f"experiment.shadow[{i}]", s) for i, s in enumerate(self.experiment.shadow)]
+        for where, name in named:
+            if name not in self.strategies:
+                raise ValueError(f"{where}: unknown strategy {name!r}")
+        names = [t.name for t in self.value_tiers]
+        if len(set(names)) != len(names):
+            raise ValueError("value_tiers: names must be unique")
+        if self.premium_cap and self.premium_cap.tier not in names:
+            raise ValueError(f"premium_cap.tier: unknown value tier {self.premium_cap.tier!r}")
+        return self
 
 
 DEFAULT_POLICY = Policy()
+
+
+class PolicyError(ValueError):
+    """A policy that cannot be used; `field` is the dotted path of the first problem."""
+
+    def __init__(self, message: str, field: str | None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def parse_policy(data: str | bytes | dict[str, Any]) -> Policy:
+    """Validate a policy from YAML/JSON text or a mapping, with the field path in the error."""
+    try:
+        raw = yaml.safe_load(data) if isinstance(data, str | bytes) else data
+        return Policy.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        path = ".".join(str(p) for p in first["loc"]) or None
+        raise PolicyError(f"{path or 'policy'}: {first['msg']}", path) from None
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"not YAML/JSON: {exc}", None) from None
+
+
+def dump_policy(policy: Policy, fmt: Literal["json", "yaml"] = "yaml") -> str:
+    data = policy.model_dump(mode="json", exclude_defaults=True)
+    return json.dumps(data, indent=2) if fmt == "json" else yaml.safe_dump(data, sort_keys=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.events import LeadCreated, PoolId
 
@@ -12,30 +12,48 @@ _FIELDS = ("source", "region", "country", "industry", "product", "language")
 _NUMBERS = ("company_size", "estimated_value")
 
 
-class TerritoryRule(BaseModel):
-    """One rule entry: every condition given must hold. `attributes.<name>` reaches free attributes."""
+class Conditions(BaseModel):
+    """Every condition given must hold; `attributes.<name>` reaches free attributes. Empty: always."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    pool: PoolId
     match: dict[str, list[str | int | float | bool]] = Field(default_factory=dict)
     min: dict[str, float] = Field(default_factory=dict)
     max: dict[str, float] = Field(default_factory=dict)
-    name: Annotated[str, Field(max_length=64)] | None = None
+
+    @model_validator(mode="after")
+    def _known_fields(self) -> Conditions:
+        for key in [*self.match, *self.min, *self.max]:
+            if not key.startswith("attributes.") and key not in _FIELDS and key not in _NUMBERS:
+                raise ValueError(f"unknown lead field {key!r}")
+        return self
 
     def matches(self, lead: LeadCreated) -> bool:
         for key, allowed in self.match.items():
-            if _value(lead, key) not in allowed:
+            value = _value(lead, key)
+            # bool is an int in Python: True must not match 1, nor 1 match True.
+            if not any(value == a and type(value) is type(a) for a in allowed):
                 return False
         for key, low in self.min.items():
             value = _value(lead, key)
-            if not isinstance(value, int | float) or value < low:
+            if not _number(value) or value < low:
                 return False
         for key, high in self.max.items():
             value = _value(lead, key)
-            if not isinstance(value, int | float) or value > high:
+            if not _number(value) or value > high:
                 return False
         return True
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class TerritoryRule(Conditions):
+    """One rule entry mapping leads to a pool: first match wins."""
+
+    pool: PoolId
+    name: Annotated[str, Field(max_length=64)] | None = None
 
 
 def _value(lead: LeadCreated, key: str) -> Any:
@@ -44,14 +62,6 @@ def _value(lead: LeadCreated, key: str) -> Any:
     if key in _FIELDS or key in _NUMBERS:
         return getattr(lead, key)
     raise KeyError(key)
-
-
-def check_rule_fields(rules: list[TerritoryRule]) -> None:
-    """Fail at start-up, not on the first lead, when a rule names a field leads do not have."""
-    for index, rule in enumerate(rules):
-        for key in [*rule.match, *rule.min, *rule.max]:
-            if not key.startswith("attributes.") and key not in _FIELDS and key not in _NUMBERS:
-                raise ValueError(f"territory_rules[{index}]: unknown lead field {key!r}")
 
 
 def resolve_pool(lead: LeadCreated, rules: list[TerritoryRule], default: str) -> tuple[str, str]:

@@ -9,6 +9,7 @@ from schemas.events import (
     LeadCreated,
     RepUpdated,
     ScoredRep,
+    ShadowDecision,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "LeadCreated",
     "RepUpdated",
     "ScoredRep",
+    "ShadowDecision",
 ]

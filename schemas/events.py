@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -97,6 +98,17 @@ class DealClosed(_Event):
     pool: PoolId | None = None
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+Shift = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-4]):[0-5][0-9]$")]
+
+
+class Absence(_Event):
+    """An out-of-office window (start inclusive, end exclusive)."""
+
+    start: EventTime
+    end: EventTime
+
+
 class RepUpdated(_Event):
     """`reps.roster` (compacted, key = rep_id): the full current profile of one rep."""
 
@@ -112,7 +124,28 @@ class RepUpdated(_Event):
     availability: Literal["available", "away", "offline"] = "available"
     hired_at: date | None = None
     active: bool = True
+    timezone: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        None, description="IANA zone of working_hours, e.g. Europe/Berlin"
+    )
+    working_hours: dict[Weekday, Annotated[list[Shift], Field(max_length=4)]] | None = Field(
+        None, description="Shifts per weekday, e.g. {mon: ['09:00-17:00']}; None = always on shift"
+    )
+    out_of_office: Annotated[list[Absence], Field(max_length=16)] = Field(default_factory=list)
+    daily_cap: Annotated[int, Field(ge=0)] | None = Field(None, description="Max new leads per day (overrides policy)")
+    weekly_cap: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="Max new leads per week (overrides policy)"
+    )
     updated_at: EventTime | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r}") from None
+        return value
 
 
 class ScoredRep(_Event):
@@ -120,7 +153,8 @@ class ScoredRep(_Event):
 
     rep_id: Id
     score: float
-    components: dict[str, float] = Field(default_factory=dict)
+    components: dict[str, float] = Field(default_factory=dict, description="Scorer -> value in [0, 1]")
+    facts: dict[str, float] = Field(default_factory=dict, description="Raw inputs: open, capacity, win rate...")
 
 
 class Explanation(_Event):
@@ -128,6 +162,11 @@ class Explanation(_Event):
 
     strategy: str
     summary: str
+    weights: dict[str, float] = Field(default_factory=dict, description="Scorer weights of the strategy")
+    value_tier: str | None = None
+    rule: str | None = Field(None, description="The rule entry that chose the strategy, if any")
+    growth_channel: bool = False
+    relaxed: list[str] = Field(default_factory=list, description="Fallback steps applied, in order")
     chosen: ScoredRep | None = None
     runners_up: list[ScoredRep] = Field(default_factory=list)
     eligible: int = 0
@@ -135,7 +174,15 @@ class Explanation(_Event):
     notes: list[str] = Field(default_factory=list)
 
 
-Reason = Literal["assigned", "no_eligible_rep", "empty_pool"]
+class ShadowDecision(_Event):
+    """What a shadow strategy would have done, recorded next to the real decision, never acted on."""
+
+    strategy: str
+    rep_id: Id | None
+    score: float | None = None
+
+
+Reason = Literal["assigned", "no_eligible_rep", "empty_pool", "sent_to_claim_pool"]
 
 
 class AssignmentDecision(_Event):
@@ -150,7 +197,9 @@ class AssignmentDecision(_Event):
     attempt: Annotated[int, Field(ge=1)] = 1
     policy_id: str
     policy_version: int
-    variant: str | None = None
+    variant: str | None = Field(None, description="Experiment variant id, when the lead was in a trial")
+    experiment: str | None = None
     explanation: Explanation
+    shadow: list[ShadowDecision] = Field(default_factory=list)
     lead_created_at: EventTime
     decided_at: EventTime

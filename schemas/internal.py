@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -43,6 +43,15 @@ class DealArrived(_Internal):
     origin: Origin | None = None
 
 
+class PolicyChanged(_Internal):
+    """A validated policy for one pool (already checked at ingress; route checks its version)."""
+
+    kind: Literal["policy"] = "policy"
+    pool: PoolId
+    policy: dict[str, Any] | None  # None: the pool's policy was deleted, the default applies again
+    origin: Origin | None = None
+
+
 class LedgerExpired(_Internal):
     """Housekeeping: ledger entries past retention, removed inside the pool's own log order."""
 
@@ -51,7 +60,9 @@ class LedgerExpired(_Internal):
     lead_ids: Annotated[list[Id], Field(max_length=1000)]
 
 
-PoolEvent = Annotated[LeadArrived | RepChanged | DealArrived | LedgerExpired, Field(discriminator="kind")]
+PoolEvent = Annotated[
+    LeadArrived | RepChanged | DealArrived | PolicyChanged | LedgerExpired, Field(discriminator="kind")
+]
 POOL_EVENT = TypeAdapter(PoolEvent)
 
 
@@ -75,11 +86,18 @@ class DealUnrouted(_Internal):
 
 
 class PendingExpired(_Internal):
-    """Housekeeping: a parked deal waited too long for its lead; it goes to the DLQ."""
+    """Housekeeping: parked deals waited too long for their lead (re-checked by the owner)."""
 
     kind: Literal["pending_expired"] = "pending_expired"
     lead_id: Id
 
 
-LeadEvent = Annotated[LeadIndexed | DealUnrouted | PendingExpired, Field(discriminator="kind")]
+class IndexExpired(_Internal):
+    """Housekeeping: an index entry older than its retention (re-checked by the owner)."""
+
+    kind: Literal["index_expired"] = "index_expired"
+    lead_ids: Annotated[list[Id], Field(max_length=1000)]
+
+
+LeadEvent = Annotated[LeadIndexed | DealUnrouted | PendingExpired | IndexExpired, Field(discriminator="kind")]
 LEAD_EVENT = TypeAdapter(LeadEvent)

@@ -8,15 +8,16 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry
 
-from agents import ingest_deals, ingest_leads, ingest_roster, match_deals, route, sweep
-from streams import web
+from agents import ingest_deals, ingest_leads, ingest_policies, ingest_roster, match_deals, route, sweep
+from routing.policy import DEFAULT_POLICY, Policy, parse_policy
+from streams import lag, web
 from streams.context import Context, Topics
 from streams.metrics import Metrics
 from streams.security import faust_credentials
 from streams.settings import Settings
 from streams.tables import Tables
 
-AGENT_MODULES = (ingest_leads, ingest_deals, ingest_roster, route, match_deals, sweep)
+INGRESS = (ingest_leads, ingest_deals, ingest_roster, ingest_policies, match_deals, sweep)
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,13 @@ class LeadRelay:
     app: faust.App
     ctx: Context
     agents: dict[str, Any]
+
+
+def default_policy(settings: Settings) -> Policy:
+    """The policy of pools that have none of their own: from the settings file, else the built-in one."""
+    if settings.default_policy_file is None:
+        return DEFAULT_POLICY
+    return parse_policy(settings.default_policy_file.read_text())
 
 
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> LeadRelay:
@@ -46,7 +54,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         autodiscover=False,
         loghandlers=[],
     )
-    metrics = Metrics.create(registry if registry is not None else CollectorRegistry())
+    metrics = Metrics.for_settings(settings, registry if registry is not None else CollectorRegistry())
     ctx = Context(
         settings=settings,
         topics=Topics.create(app, settings),
@@ -54,5 +62,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         metrics=metrics,
     )
     web.register(app, metrics)
-    agents = {module.__name__.rsplit(".", 1)[-1]: module.register(app, ctx) for module in AGENT_MODULES}
+    lag.register(app, metrics)
+    agents = {module.__name__.rsplit(".", 1)[-1]: module.register(app, ctx) for module in INGRESS}
+    agents["route"] = route.register(app, ctx, default_policy(settings))
     return LeadRelay(app=app, ctx=ctx, agents=agents)

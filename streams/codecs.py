@@ -12,7 +12,7 @@ M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
 
-def _check_size(raw: bytes | None, max_bytes: int) -> bytes:
+def check_size(raw: bytes | None, max_bytes: int) -> bytes:
     if raw is None:
         raise InvalidJson("empty record (tombstone) where an event was expected")
     if len(raw) > max_bytes:
@@ -22,7 +22,7 @@ def _check_size(raw: bytes | None, max_bytes: int) -> bytes:
 
 def parse(model: type[M], raw: bytes | None, *, max_bytes: int) -> M:
     """Validate untrusted bytes against a contract; raise an InvalidInput subclass on failure."""
-    data = _check_size(raw, max_bytes)
+    data = check_size(raw, max_bytes)
     try:
         return model.model_validate_json(data)
     except ValidationError as exc:
@@ -31,7 +31,7 @@ def parse(model: type[M], raw: bytes | None, *, max_bytes: int) -> M:
 
 def parse_internal(adapter: TypeAdapter[T], raw: bytes | None, *, max_bytes: int = 1 << 20) -> T:
     """Internal topics are written by leadrelay itself but still parsed defensively."""
-    data = _check_size(raw, max_bytes)
+    data = check_size(raw, max_bytes)
     try:
         return adapter.validate_json(data)
     except ValidationError as exc:

@@ -20,6 +20,7 @@ class Topics:
     leads_new: faust.TopicT
     deals_closed: faust.TopicT
     reps_roster: faust.TopicT
+    policies: faust.TopicT
     assignments: faust.TopicT
     dlq: faust.TopicT
     pool_events: faust.TopicT
@@ -36,6 +37,7 @@ class Topics:
             leads_new=topic(settings.topic_leads_new),
             deals_closed=topic(settings.topic_deals_closed),
             reps_roster=topic(settings.topic_reps_roster),
+            policies=topic(settings.topic_policies),
             assignments=topic(settings.topic_assignments),
             dlq=topic(settings.topic_dlq),
             pool_events=topic(pool_events_topic(settings), partitions=p, internal=True),

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from routing.territory import TerritoryRule, check_rule_fields
+from routing.territory import TerritoryRule
 from schemas.events import PoolId
 
 ENV_PREFIX = "LEADRELAY_"
@@ -49,6 +49,7 @@ class Settings(BaseModel):
     topic_leads_new: str = Field("leads.new", description="Input: new leads")
     topic_deals_closed: str = Field("deals.closed", description="Input: won/lost deals")
     topic_reps_roster: str = Field("reps.roster", description="Input: rep profiles (compacted, key rep_id)")
+    topic_policies: str = Field("routing.policies", description="Input: policies (compacted, key pool)")
     topic_assignments: str = Field("leads.assignments", description="Output: decisions (key lead_id)")
     topic_dlq: str = Field("leads.dlq", description="Output: rejected input with reason headers")
     partitions: Annotated[int, Field(ge=1, le=1024)] = Field(
@@ -63,14 +64,32 @@ class Settings(BaseModel):
     web_host: str = Field("127.0.0.1", description="Bind address of /metrics and health endpoints")
     web_port: Annotated[int, Field(ge=1, le=65535)] = Field(6066, description="Port of the web server")
 
+    # Metrics (label cardinality bounds; see streams/metrics.py)
+    metrics_max_pools: Annotated[int, Field(ge=1)] = Field(
+        200, description="Pools that get their own metric series; later pools are folded/dropped and counted"
+    )
+    metrics_per_rep: bool = Field(False, description="Export per-rep load gauges (leadrelay_rep_*)")
+    metrics_max_reps: Annotated[int, Field(ge=0)] = Field(
+        500, description="Most (pool, rep) pairs with per-rep series when metrics_per_rep is on"
+    )
+
     # Routing
     default_pool: PoolId = Field("default", description="Pool of leads that no explicit pool or rule places")
     territory_rules: list[TerritoryRule] = Field(
         default_factory=list, description="Ordered pool rules (JSON list); first match wins"
     )
+    default_policy_file: Path | None = Field(
+        None, description="YAML/JSON policy for pools without one of their own (built-in: least loaded)"
+    )
+    policy_files: list[Path] = Field(
+        default_factory=list, description="Policy files (each naming its pool) published at start (JSON list)"
+    )
     roster_file: Path | None = Field(None, description="JSON/JSONL roster published to the roster topic at start")
     ledger_retention_days: Annotated[float, Field(gt=0)] = Field(
         30, description="Days a closed lead stays in the ledger (dedupe horizon for late duplicates)"
+    )
+    index_retention_days: Annotated[float, Field(gt=0)] = Field(
+        180, description="Days a lead stays findable by pool-less deals after its decision"
     )
     unknown_lead_wait_seconds: Annotated[float, Field(ge=0)] = Field(
         300, description="How long a deal waits for its lead's decision before going to the DLQ"
@@ -82,11 +101,6 @@ class Settings(BaseModel):
         65536, description="Larger input records go to the DLQ as payload_too_large"
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level")
-
-    @model_validator(mode="after")
-    def _rules_name_known_fields(self) -> Settings:
-        check_rule_fields(self.territory_rules)
-        return self
 
     @property
     def broker_url(self) -> str:
@@ -102,7 +116,10 @@ class Settings(BaseModel):
         data: dict[str, Any] = {}
         path = file or (Path(environ[CONFIG_FILE_ENV]) if environ.get(CONFIG_FILE_ENV) else None)
         if path is not None:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            try:
+                loaded = yaml.safe_load(path.read_text()) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                raise SettingsError(f"config file {path}: {exc}") from None
             if not isinstance(loaded, dict):
                 raise SettingsError(f"{path}: expected a mapping of settings")
             data.update(loaded)
@@ -111,7 +128,10 @@ class Settings(BaseModel):
             if raw is None:
                 continue
             is_structured = field.annotation is not None and "list[" in str(field.annotation)
-            data[name] = json.loads(raw) if is_structured else raw
+            try:
+                data[name] = json.loads(raw) if is_structured else raw
+            except json.JSONDecodeError as exc:
+                raise SettingsError(f"{_env(name)}: not valid JSON: {exc.msg}") from None
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

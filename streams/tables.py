@@ -22,7 +22,9 @@ class Tables:
     loads: faust.Table[str, Any]  # pool|rep -> Load dict
     performance: faust.Table[str, Any]  # pool|rep -> {day: [won, lost, revenue]}
     ledger: faust.Table[str, Any]  # pool|lead -> LedgerEntry dict
-    pools: faust.Table[str, Any]  # pool -> {"members": [...], "cursor": rep_id | None}
+    models: faust.Table[str, Any]  # pool|rep -> learned conversion model (won/lost per lead feature)
+    pools: faust.Table[str, Any]  # pool -> PoolState dict (members, rotation cursor and virtual time, totals)
+    policies: faust.Table[str, Any]  # pool -> policy dict (the running version)
     # match_deals agent (lead-events, key = lead_id)
     lead_index: faust.Table[str, Any]  # lead -> {"pool", "rep_id", "decision_id"}
     parked_deals: faust.Table[str, Any]  # lead -> DealUnrouted dict
@@ -39,7 +41,9 @@ class Tables:
             loads=table("loads", "Open leads and value received per pool and rep"),
             performance=table("performance", "Daily won/lost/revenue buckets per pool and rep"),
             ledger=table("ledger", "Decision and status per pool and lead"),
-            pools=table("pools", "Members and rotation cursor per pool"),
+            models=table("models", "Learned conversion model per pool and rep"),
+            pools=table("pools", "Members, rotation state and totals per pool"),
+            policies=table("policies", "Running policy per pool"),
             lead_index=table("lead-index", "Pool and owner of each decided lead"),
             parked_deals=table("parked-deals", "Deals waiting for their lead's decision"),
             rep_pools=table("rep-pools", "Pools each rep belongs to"),

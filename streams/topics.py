@@ -34,6 +34,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_leads_new, p, {}),
         TopicSpec(settings.topic_deals_closed, p, {}),
         TopicSpec(settings.topic_reps_roster, p, COMPACT, copartitioned=True),
+        TopicSpec(settings.topic_policies, p, COMPACT),
         TopicSpec(settings.topic_assignments, p, {}),
         TopicSpec(settings.topic_dlq, p, {"retention.ms": str(14 * 24 * 3600 * 1000)}),
         TopicSpec(pool_events_topic(settings), p, {}, internal=True, copartitioned=True),

@@ -1,0 +1,157 @@
+"""PoolFrame: one pool's state as columns (numpy), so a decision scores thousands of reps in vector ops.
+
+The frame is built once from the pool's records and then kept current by the writer with set_*()
+calls that take the same values written to the tables, so it never drifts from them. Day-dependent
+columns (today's counters, performance windows, growth membership) are recomputed when the day changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from routing import performance
+from routing.model import Load, PoolState, Rep
+
+F64 = npt.NDArray[np.float64]
+B = npt.NDArray[np.bool_]
+
+
+def day_keys(now: datetime) -> tuple[str, str, date]:
+    """(day, ISO week, date) in UTC: caps and counters roll over at midnight UTC."""
+    today = now.astimezone(UTC).date()
+    iso = today.isocalendar()
+    return today.isoformat(), f"{iso.year}-W{iso.week:02d}", today
+
+
+class PoolFrame:
+    def __init__(
+        self,
+        pool: str,
+        reps: Mapping[str, Rep],
+        loads: Mapping[str, Load] | None = None,
+        buckets: Mapping[str, Mapping[str, list[float]]] | None = None,
+        models: Mapping[str, Mapping[str, Any]] | None = None,
+        state: PoolState | None = None,
+    ) -> None:
+        self.pool = pool
+        self.ids: list[str] = sorted(reps)
+        self._id_array = np.array(self.ids, dtype=object)
+        self.index = {rep_id: i for i, rep_id in enumerate(self.ids)}
+        self.reps = [reps[r] for r in self.ids]
+        self.loads = [(loads or {}).get(r) or Load() for r in self.ids]
+        self.buckets: list[Mapping[str, list[float]]] = [(buckets or {}).get(r) or {} for r in self.ids]
+        self.models: list[Mapping[str, Any] | None] = [(models or {}).get(r) for r in self.ids]
+        self.state = state or PoolState(members=tuple(self.ids))
+        n = len(self.ids)
+        self.n = n
+        self.capacity = np.array([r.capacity for r in self.reps], dtype=np.float64)
+        self.weight = np.array([r.weight for r in self.reps], dtype=np.float64)
+        self.active = np.array([r.active for r in self.reps], dtype=np.bool_)
+        self.available = np.array([r.availability == "available" for r in self.reps], dtype=np.bool_)
+        self.tier = np.array([r.tier for r in self.reps], dtype=object)
+        self.scheduled = [i for i, r in enumerate(self.reps) if r.working_hours is not None or r.out_of_office]
+        inf = np.inf
+        self.daily_cap = np.array([inf if r.daily_cap is None else r.daily_cap for r in self.reps], dtype=np.float64)
+        self.weekly_cap = np.array([inf if r.weekly_cap is None else r.weekly_cap for r in self.reps], dtype=np.float64)
+        self.open = np.zeros(n)
+        self.value = np.zeros(n)
+        self.premium = np.zeros(n)
+        self.vpass = np.zeros(n)
+        self.day_count = np.zeros(n)
+        self.day_value = np.zeros(n)
+        self.week_count = np.zeros(n)
+        self.won = np.zeros(n)
+        self.lost = np.zeros(n)
+        self.revenue = np.zeros(n)
+        self.base_won = np.array([(m or {}).get("n", (0, 0))[0] for m in self.models], dtype=np.float64)
+        self.base_lost = np.array([(m or {}).get("n", (0, 0))[1] for m in self.models], dtype=np.float64)
+        self._features: dict[str, tuple[F64, F64]] = {}
+        self._tags: dict[str, F64] = {}
+        self._growth: tuple[tuple[Any, ...], B] | None = None
+        self._day: tuple[str, str] | None = None
+        self._window: tuple[str, int] | None = None
+        for i in range(n):
+            self._load_columns(i)
+
+    # keeping current -------------------------------------------------------------------------
+    def _load_columns(self, i: int) -> None:
+        load = self.loads[i]
+        self.open[i], self.value[i], self.premium[i], self.vpass[i] = load.open, load.value, load.premium, load.vpass
+        if self._day is not None:
+            self.day_count[i], self.day_value[i], self.week_count[i] = load.counts_on(*self._day)
+
+    def set_load(self, rep_id: str, load: Load) -> None:
+        i = self.index.get(rep_id)
+        if i is not None:
+            self.loads[i] = load
+            self._load_columns(i)
+
+    def set_buckets(self, rep_id: str, buckets: Mapping[str, list[float]]) -> None:
+        i = self.index.get(rep_id)
+        if i is not None:
+            self.buckets[i] = buckets
+            self._window = None  # recomputed lazily on the next decision
+
+    def set_model(self, rep_id: str, model: Mapping[str, Any]) -> None:
+        i = self.index.get(rep_id)
+        if i is None:
+            return
+        self.models[i] = model
+        self.base_won[i], self.base_lost[i] = model.get("n", (0, 0))
+        per = model.get("f") or {}
+        for feature, (won, lost) in self._features.items():
+            won[i], lost[i] = per.get(feature, (0, 0))
+
+    def set_state(self, state: PoolState) -> None:
+        self.state = state
+
+    # day-dependent columns --------------------------------------------------------------------
+    def refresh(self, now: datetime, window_days: int) -> None:
+        today, week, _ = day_keys(now)
+        if self._day != (today, week):
+            self._day = (today, week)
+            for i in range(self.n):
+                self._load_columns(i)
+            self._growth = None
+        if self._window != (today, window_days):
+            self._window = (today, window_days)
+            for i, buckets in enumerate(self.buckets):
+                w = performance.window(buckets, window_days, now)
+                self.won[i], self.lost[i], self.revenue[i] = w.won, w.lost, w.revenue
+
+    def growth_members(self, now: datetime, tiers: list[str], new_rep_days: int) -> B:
+        key = (day_keys(now)[0], tuple(tiers), new_rep_days)
+        if self._growth is None or self._growth[0] != key:
+            today = day_keys(now)[2]
+            flags = [
+                r.tier in tiers or (r.hired_at is not None and (today - r.hired_at).days < new_rep_days)
+                for r in self.reps
+            ]
+            self._growth = (key, np.array(flags, dtype=np.bool_))
+        return self._growth[1]
+
+    def tag_levels(self, tag: str) -> F64:
+        levels = self._tags.get(tag)
+        if levels is None:
+            levels = np.array([r.tags.get(tag, 0) for r in self.reps], dtype=np.float64)
+            self._tags[tag] = levels
+        return levels
+
+    def feature_counts(self, feature: str) -> tuple[F64, F64]:
+        counts = self._features.get(feature)
+        if counts is None:
+            per = [((m or {}).get("f") or {}).get(feature, (0, 0)) for m in self.models]
+            counts = (np.array([c[0] for c in per], dtype=np.float64), np.array([c[1] for c in per], dtype=np.float64))
+            self._features[feature] = counts
+        return counts
+
+    def rotation_rank(self) -> npt.NDArray[np.int64]:
+        """Position of each rep in rotation order: ids after the cursor first, then wrapping around."""
+        cursor = self.state.cursor
+        start = 0 if cursor is None else int(np.searchsorted(self._id_array, cursor, side="right"))
+        return (np.arange(self.n) - start) % max(1, self.n)
