@@ -192,7 +192,7 @@ def parse_policy(data: str | bytes | dict[str, Any]) -> Policy:
         return Policy.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
-        path = ".".join(str(p) for p in first["loc"]) or None
+        path = ".".join(str(p) for p in first["loc"] if p != "[key]") or None  # pydantic marks bad keys
         raise PolicyError(f"{path or 'policy'}: {first['msg']}", path) from None
     except yaml.YAMLError as exc:
         raise PolicyError(f"not YAML/JSON: {exc}", None) from None

@@ -87,6 +87,60 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from streams.clients import decisions_for
+    from streams.explain import render
+
+    found = asyncio.run(decisions_for(_settings(args), args.lead_id))
+    if not found:
+        print(f"no decision recorded for lead {args.lead_id}", file=sys.stderr)
+        return 1
+    seen: set[str] = set()
+    for decision in found:
+        if decision.decision_id in seen:  # re-emitted duplicates say the same thing
+            continue
+        seen.add(decision.decision_id)
+        print(decision.model_dump_json(indent=2) if args.json else render(decision))
+    return 0
+
+
+def cmd_dry_run(args: argparse.Namespace) -> int:
+    from streams.dryrun import dry_run
+    from streams.explain import render
+
+    decision = dry_run(
+        lead_file=Path(args.lead),
+        roster_file=Path(args.roster),
+        policy_file=Path(args.policy) if args.policy else None,
+        loads_file=Path(args.loads) if args.loads else None,
+        pool=args.pool,
+    )
+    print(decision.model_dump_json(indent=2) if args.json else render(decision))
+    return 0
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    from routing.policy import PolicyError, parse_policy
+    from streams.clients import produce
+
+    try:
+        policy = parse_policy(Path(args.file).read_text())
+    except PolicyError as exc:
+        print(f"invalid policy: {exc}", file=sys.stderr)
+        return 1
+    if args.action == "check":
+        print(f"ok: policy {policy.id} v{policy.version}" + (f" for pool {policy.pool}" if policy.pool else ""))
+        return 0
+    pool = args.pool or policy.pool
+    if not pool:
+        print("name the pool with --pool or in the policy file", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    asyncio.run(produce(settings, settings.topic_policies, [(pool.encode(), policy.model_dump_json().encode())]))
+    print(f"published policy {policy.id} v{policy.version} for pool {pool} to {settings.topic_policies}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
@@ -114,6 +168,23 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tail", help="print decisions as they arrive, one line each")
     t.add_argument("--from-beginning", action="store_true")
     t.set_defaults(func=cmd_tail)
+    ex = sub.add_parser("explain", help="print the story of a lead's decisions from the decision log")
+    ex.add_argument("lead_id")
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=cmd_explain)
+    dr = sub.add_parser("dry-run", help="evaluate a policy offline for one lead and roster (no Kafka)")
+    dr.add_argument("--lead", required=True, help="a LeadCreated JSON file")
+    dr.add_argument("--roster", required=True, help="JSON list or JSON lines of RepUpdated")
+    dr.add_argument("--policy", help="YAML/JSON policy (default: the built-in one)")
+    dr.add_argument("--loads", help='JSON {"rep_id": open_leads}')
+    dr.add_argument("--pool")
+    dr.add_argument("--json", action="store_true")
+    dr.set_defaults(func=cmd_dry_run)
+    po = sub.add_parser("policy", help="check a policy file, or publish it to the policies topic")
+    po.add_argument("action", choices=["check", "publish"])
+    po.add_argument("file")
+    po.add_argument("--pool", help="the pool (default: the policy's own `pool`)")
+    po.set_defaults(func=cmd_policy)
     d = sub.add_parser("demo", help="local Kafka + worker + demo roster + synthetic traffic, then a summary")
     d.add_argument("--seconds", type=float, default=30)
     d.add_argument("--rate", type=float, default=15, help="leads per second")

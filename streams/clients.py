@@ -65,6 +65,31 @@ async def partitions_of(settings: Settings, topic: str) -> list[int]:
     return sorted(p["partition"] for d in described if d.get("error_code") == 0 for p in d["partitions"])
 
 
+async def decisions_for(settings: Settings, lead_id: str) -> list[AssignmentDecision]:
+    """Every decision recorded for one lead: reads only the partition its key hashes to."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    parts = await partitions_of(settings, settings.topic_assignments)
+    if not parts:
+        return []
+    key = lead_id.encode()
+    partition = DefaultPartitioner()(key, parts, parts)
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(settings.topic_assignments, partition)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        found: list[AssignmentDecision] = []
+        while await consumer.position(tp) < end:
+            for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
+                found += [AssignmentDecision.model_validate_json(r.value) for r in records if r.key == key]
+        return found
+    finally:
+        await consumer.stop()
+
+
 def one_line(decision: AssignmentDecision) -> str:
     """How `tail` and the demo print a decision: lead, owner, pool, and the reason in one line."""
     owner = decision.rep_id or "(unassigned)"

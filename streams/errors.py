@@ -68,7 +68,7 @@ def _field_path(loc: tuple[int | str, ...]) -> str | None:
     """Dotted path of the bad field, cut before any sender-chosen key that is not a known field."""
     if loc and loc[0] in _FREE_KEYS and (len(loc) < 2 or loc[1] not in _FREE_KEYS[str(loc[0])]):
         return str(loc[0])
-    return ".".join(str(p) for p in loc) or None
+    return ".".join(str(p) for p in loc if p != "[key]") or None
 
 
 def from_validation(exc: ValidationError) -> InvalidInput:

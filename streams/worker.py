@@ -7,13 +7,14 @@ import logging
 
 import faust
 
+from routing.policy import parse_policy
 from schemas.events import RepUpdated
 from streams.admin import ensure_topics
 from streams.app import LeadRelay, create_app
 from streams.codecs import dump
 from streams.logs import worker_logging
 from streams.roster import load_roster
-from streams.settings import Settings
+from streams.settings import Settings, SettingsError
 
 log = logging.getLogger("leadrelay.worker")
 
@@ -28,6 +29,20 @@ def run(settings: Settings) -> int:
     if settings.create_topics:
         asyncio.run(ensure_topics(settings))
     relay = create_app(settings)
+    policies = [(p, parse_policy(p.read_text())) for p in settings.policy_files]  # fail fast on a bad file
+    for path, policy in policies:
+        if policy.pool is None:
+            raise SettingsError(f"policy file {path}: name its pool (`pool:`) to publish it at start")
+    if policies:
+
+        @relay.app.task
+        async def publish_policies() -> None:
+            for _, policy in policies:
+                await relay.ctx.topics.policies.send(
+                    key=str(policy.pool).encode(), value=policy.model_dump_json().encode()
+                )
+            log.info("published %d policies from policy_files", len(policies))
+
     if settings.roster_file is not None:
         reps = load_roster(settings.roster_file)  # fail fast on a bad file, before joining the group
 
