@@ -364,7 +364,7 @@ def evaluate(
     ev = _evaluate(frame, lead, r, policy, now, exclude)
     pos = _select(ev, r.strategy, lead.lead_id, attempt)
     chosen = _scored(frame, ev, pos) if pos is not None else None
-    ranked = [int(p) for p in ev.order if pos is None or int(p) != pos]
+    ranked = [int(p) for p in ev.order[: policy.runners_up + 1] if pos is None or int(p) != pos]
     runners = [_scored(frame, ev, p) for p in ranked[: policy.runners_up]]
     claim = r.strategy.selector.type == "claim_pool"
     if claim and len(ev.idx):
