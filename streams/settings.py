@@ -21,6 +21,20 @@ def _env(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
+_PATH_FIELDS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "data_dir", "default_policy_file", "roster_file")
+
+
+def _relative_to(values: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative paths in a config file are relative to the file, wherever the worker is started."""
+    out = dict(values)
+    for name in _PATH_FIELDS:
+        if isinstance(out.get(name), str) and not Path(out[name]).is_absolute():
+            out[name] = str(base / out[name])
+    if isinstance(out.get("policy_files"), list):
+        out["policy_files"] = [p if Path(p).is_absolute() else str(base / p) for p in out["policy_files"]]
+    return out
+
+
 class SettingsError(ValueError):
     """Configuration that cannot run: names the field and the source (file or variable)."""
 
@@ -122,7 +136,7 @@ class Settings(BaseModel):
                 raise SettingsError(f"config file {path}: {exc}") from None
             if not isinstance(loaded, dict):
                 raise SettingsError(f"{path}: expected a mapping of settings")
-            data.update(loaded)
+            data.update(_relative_to(loaded, path.parent))
         for name, field in cls.model_fields.items():
             raw = environ.get(_env(name))
             if raw is None:
