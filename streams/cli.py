@@ -141,6 +141,24 @@ def cmd_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from streams.verify import verify
+
+    report = verify(_settings(args), check_state=not args.no_state)
+    print(report.table())
+    for name in (
+        "conflicting_decisions",
+        "lost_leads",
+        "capacity_violations",
+        "state_mismatches",
+        "unavailable_assignments",
+        "skipped_offsets",
+    ):
+        for item in getattr(report, name)[:20]:
+            print(f"{name}: {item}")
+    return 0 if report.ok else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
@@ -185,6 +203,9 @@ def parser() -> argparse.ArgumentParser:
     po.add_argument("file")
     po.add_argument("--pool", help="the pool (default: the policy's own `pool`)")
     po.set_defaults(func=cmd_policy)
+    v = sub.add_parser("verify", help="read all topics back and check the delivery invariants I1-I5")
+    v.add_argument("--no-state", action="store_true", help="skip I3 (needs the loads changelog)")
+    v.set_defaults(func=cmd_verify)
     d = sub.add_parser("demo", help="local Kafka + worker + demo roster + synthetic traffic, then a summary")
     d.add_argument("--seconds", type=float, default=30)
     d.add_argument("--rate", type=float, default=15, help="leads per second")
