@@ -48,6 +48,11 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         web_port=settings.web_port,
         web_in_thread=False,
         processing_guarantee="at_least_once",
+        broker_max_poll_interval=settings.max_poll_interval_seconds,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
+        broker_commit_interval=settings.commit_interval_seconds,
+        table_standby_replicas=settings.standby_replicas,
         # One writer per pool: an agent handles its partitions' events strictly in order.
         stream_buffer_maxsize=4096,
         producer_linger=0.0,

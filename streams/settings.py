@@ -72,6 +72,20 @@ class Settings(BaseModel):
     replication_factor: Annotated[int, Field(ge=1)] = Field(1, description="Replication of created topics")
     create_topics: bool = Field(True, description="Create missing topics at start-up")
 
+    # Consumer group behaviour (Faust/aiokafka); defaults suit a worker that never blocks.
+    max_poll_interval_seconds: Annotated[float, Field(gt=0)] = Field(
+        300, description="A worker silent this long is dropped from the group and its partitions move"
+    )
+    session_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
+        30, description="Heartbeat session timeout: how fast a dead worker's partitions move"
+    )
+    commit_interval_seconds: Annotated[float, Field(gt=0)] = Field(
+        2.8, description="How often consumed offsets are committed (lower: fewer re-deliveries after a crash)"
+    )
+    standby_replicas: Annotated[int, Field(ge=0)] = Field(
+        1, description="Warm table copies on other workers, for fast failover"
+    )
+
     # State and web
     store: str = Field("rocksdb://", description="Faust table store (rocksdb:// or memory://)")
     data_dir: Path = Field(Path(".state/worker"), description="Directory of the local table store")
