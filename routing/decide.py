@@ -149,6 +149,49 @@ def _template(need: TagNeed, lead: LeadCreated) -> str | None:
     return None if "{" in out else out
 
 
+def _excluded(frame: PoolFrame, exclude: frozenset[str], no: B) -> B:
+    if not exclude:
+        return no
+    mask = no.copy()
+    for rep_id in exclude:
+        if rep_id in frame.index:
+            mask[frame.index[rep_id]] = True
+    return mask
+
+
+def _schedule(frame: PoolFrame, policy: Policy, relax: _Relax, now: datetime, no: B) -> tuple[B, B]:
+    """(out of office, off shift): only reps with a schedule are looked at, one by one."""
+    if not frame.scheduled:
+        return no, no
+    ooo, off = no.copy(), no.copy()
+    hours = policy.respect_working_hours and not relax.ignore_hours
+    for i in frame.scheduled:
+        rep = frame.reps[i]
+        ooo[i] = availability.out_of_office(rep, now)
+        off[i] = hours and not availability.on_shift(rep, now)
+    return ooo, off
+
+
+def _tier_not_allowed(frame: PoolFrame, r: Route, policy: Policy, relax: _Relax, now: datetime, no: B) -> B:
+    if r.tier is None or r.tier.allowed_rep_tiers is None or relax.all_tiers:
+        return no
+    bad = ~frame.tier_mask(r.tier.allowed_rep_tiers)
+    if r.growth and policy.growth is not None:  # the growth channel opens premium leads to growth reps
+        bad &= ~frame.growth_members(now, policy.growth.tiers, policy.growth.new_rep_days)
+    return bad
+
+
+def _missing_tags(frame: PoolFrame, lead: LeadCreated, r: Route, relax: _Relax, no: B) -> B:
+    missing = no
+    if relax.drop_all:
+        return missing
+    for need in r.strategy.must_have:
+        tag = _template(need, lead)
+        if tag is not None and tag not in relax.dropped and need.tag not in relax.dropped:
+            missing = missing | (frame.tag_levels(tag) < need.level)
+    return missing
+
+
 def _eligibility(
     frame: PoolFrame,
     lead: LeadCreated,
@@ -158,38 +201,21 @@ def _eligibility(
     exclude: frozenset[str],
     relax: _Relax,
 ) -> tuple[B, dict[str, int]]:
-    n = frame.n
-    no = np.zeros(n, dtype=np.bool_)
-    excluded = no.copy()
-    for rep_id in exclude:
-        if rep_id in frame.index:
-            excluded[frame.index[rep_id]] = True
-    ooo, off = no.copy(), no.copy()
-    for i in frame.scheduled:
-        rep = frame.reps[i]
-        ooo[i] = availability.out_of_office(rep, now)
-        off[i] = policy.respect_working_hours and not relax.ignore_hours and not availability.on_shift(rep, now)
+    no = np.zeros(frame.n, dtype=np.bool_)
+    ooo, off = _schedule(frame, policy, relax, now, no)
     caps = policy.caps
     daily = np.minimum(frame.daily_cap, np.inf if caps.daily is None else caps.daily)
     weekly = np.minimum(frame.weekly_cap, np.inf if caps.weekly is None else caps.weekly)
     value_cap = (
         (frame.day_value + r.value > caps.daily_value) & (frame.day_count > 0) if caps.daily_value is not None else no
     )
-    tier_bad = no
-    if r.tier is not None and r.tier.allowed_rep_tiers is not None and not relax.all_tiers:
-        tier_bad = ~np.isin(frame.tier, r.tier.allowed_rep_tiers)
-        if r.growth and policy.growth is not None:
-            tier_bad &= ~frame.growth_members(now, policy.growth.tiers, policy.growth.new_rep_days)
-    missing = no.copy()
-    if not relax.drop_all:
-        for need in r.strategy.must_have:
-            tag = _template(need, lead)
-            if tag is not None and tag not in relax.dropped and need.tag not in relax.dropped:
-                missing |= frame.tag_levels(tag) < need.level
     premium_cap = no
     cap = policy.premium_cap
     if cap and r.tier is not None and r.tier.name == cap.tier and frame.state.premium >= cap.min_leads:
         premium_cap = frame.premium / max(1, frame.state.premium) >= cap.max_share
+    excluded = _excluded(frame, exclude, no)
+    tier_bad = _tier_not_allowed(frame, r, policy, relax, now, no)
+    missing = _missing_tags(frame, lead, r, relax, no)
     checks = (
         excluded,
         ~frame.active,
@@ -204,11 +230,12 @@ def _eligibility(
         missing,
         premium_cap,
     )
-    remaining = np.ones(n, dtype=np.bool_)
+    remaining = np.ones(frame.n, dtype=np.bool_)
     counts: dict[str, int] = {}
     for reason, failed in zip(EXCLUSIONS, checks, strict=True):
-        hit = remaining & failed
-        k = int(hit.sum())
+        if failed is no:  # a check that cannot fail for this lead: skip the array work
+            continue
+        k = int(np.count_nonzero(remaining & failed))
         if k:
             counts[reason] = k
             remaining &= ~failed
@@ -243,7 +270,7 @@ def _scores(
             comps[name] = _minmax(-eff)  # the rep furthest behind in its weighted share scores 1
         elif name == "tier_fit":
             preferred = r.tier.preferred_rep_tiers if r.tier else []
-            comps[name] = np.where(np.isin(frame.tier[idx], preferred), 1.0, 0.5) if preferred else np.ones(len(idx))
+            comps[name] = np.where(frame.tier_mask(preferred)[idx], 1.0, 0.5) if preferred else np.ones(len(idx))
         elif name == "skills":
             needs = [(t, n.level) for n in r.strategy.nice_to_have if (t := _template(n, lead)) is not None]
             if needs:

@@ -53,7 +53,6 @@ class PoolFrame:
         self.weight = np.array([r.weight for r in self.reps], dtype=np.float64)
         self.active = np.array([r.active for r in self.reps], dtype=np.bool_)
         self.available = np.array([r.availability == "available" for r in self.reps], dtype=np.bool_)
-        self.tier = np.array([r.tier for r in self.reps], dtype=object)
         self.scheduled = [i for i, r in enumerate(self.reps) if r.working_hours is not None or r.out_of_office]
         inf = np.inf
         self.daily_cap = np.array([inf if r.daily_cap is None else r.daily_cap for r in self.reps], dtype=np.float64)
@@ -72,6 +71,7 @@ class PoolFrame:
         self.base_lost = np.array([(m or {}).get("n", (0, 0))[1] for m in self.models], dtype=np.float64)
         self._features: dict[str, tuple[F64, F64]] = {}
         self._tags: dict[str, F64] = {}
+        self._tier_masks: dict[tuple[str, ...], B] = {}
         self._growth: tuple[tuple[Any, ...], B] | None = None
         self._day: tuple[str, str] | None = None
         self._window: tuple[str, int] | None = None
@@ -141,6 +141,15 @@ class PoolFrame:
             levels = np.array([r.tags.get(tag, 0) for r in self.reps], dtype=np.float64)
             self._tags[tag] = levels
         return levels
+
+    def tier_mask(self, tiers: list[str]) -> B:
+        """Reps whose tier is one of `tiers` (cached: policies name few tier sets)."""
+        key = tuple(sorted(tiers))
+        mask = self._tier_masks.get(key)
+        if mask is None:
+            mask = np.array([r.tier in key for r in self.reps], dtype=np.bool_)
+            self._tier_masks[key] = mask
+        return mask
 
     def feature_counts(self, feature: str) -> tuple[F64, F64]:
         counts = self._features.get(feature)
