@@ -274,7 +274,10 @@ def _scores(
         elif name == "skills":
             needs = [(t, n.level) for n in r.strategy.nice_to_have if (t := _template(n, lead)) is not None]
             if needs:
-                comps[name] = sum(np.minimum(frame.tag_levels(t)[idx], lv) / lv for t, lv in needs) / len(needs)
+                fit = np.zeros(len(idx))
+                for tag, level in needs:
+                    fit += np.minimum(frame.tag_levels(tag)[idx], level) / level
+                comps[name] = fit / len(needs)
             else:
                 comps[name] = np.ones(len(idx))
         elif name == "performance":
@@ -307,7 +310,8 @@ def _predict(frame: PoolFrame, idx: npt.NDArray[np.int64], feats: list[str], a: 
         seen = (fw + fl) > 0
         adj = np.log((fw + rate * strength) / (fl + (1 - rate) * strength)) - base
         score += np.where(seen, adj, 0.0)
-    return 1.0 / (1.0 + np.exp(-np.clip(score, -30, 30)))
+    p: F64 = 1.0 / (1.0 + np.exp(-np.clip(score, -30, 30)))
+    return p
 
 
 @dataclass

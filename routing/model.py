@@ -40,7 +40,9 @@ class Rep:
             hired_at=event.hired_at,
             active=event.active,
             timezone=event.timezone,
-            working_hours=dict(event.working_hours) if event.working_hours is not None else None,
+            working_hours={str(day): list(shifts) for day, shifts in event.working_hours.items()}
+            if event.working_hours is not None
+            else None,
             out_of_office=tuple((a.start, a.end) for a in event.out_of_office),
             daily_cap=event.daily_cap,
             weekly_cap=event.weekly_cap,

@@ -55,11 +55,19 @@ class Selector(_Model):
     temperature: Annotated[float, Field(gt=0, le=100)] = 1.0  # weighted_draw: probability ~ score ** (1/T)
 
 
+def _load_only() -> dict[ScorerName, float]:
+    return {"load": 1.0}
+
+
+def _load_only() -> dict[ScorerName, float]:
+    return {"load": 1.0}
+
+
 class Strategy(_Model):
     must_have: list[TagNeed] = Field(default_factory=list)
     nice_to_have: list[TagNeed] = Field(default_factory=list)
     relax: list[Relaxation] = Field(default_factory=list)
-    scorers: dict[ScorerName, Annotated[float, Field(ge=0, le=100)]] = Field(default_factory=lambda: {"load": 1.0})
+    scorers: dict[ScorerName, Annotated[float, Field(ge=0, le=100)]] = Field(default_factory=_load_only)
     selector: Selector = Field(default_factory=Selector)
 
     @model_validator(mode="after")
