@@ -249,6 +249,15 @@ def _minmax(x: F64) -> F64:
     return (x - low) / (high - low)
 
 
+def _skills(frame: PoolFrame, idx: npt.NDArray[np.int64], lead: LeadCreated, r: Route) -> F64:
+    """Mean over nice-to-have tags of min(level, wanted) / wanted; 1 when the lead wants nothing."""
+    needs = [(t, n.level) for n in r.strategy.nice_to_have if (t := _template(n, lead)) is not None]
+    fit = np.zeros(len(idx)) if needs else np.ones(len(idx))
+    for tag, level in needs:
+        fit += np.minimum(frame.tag_levels(tag)[idx], level) / level
+    return fit / max(1, len(needs))
+
+
 def _scores(
     frame: PoolFrame, idx: npt.NDArray[np.int64], lead: LeadCreated, r: Route, policy: Policy
 ) -> tuple[dict[str, F64], dict[str, F64], F64]:
@@ -272,14 +281,7 @@ def _scores(
             preferred = r.tier.preferred_rep_tiers if r.tier else []
             comps[name] = np.where(frame.tier_mask(preferred)[idx], 1.0, 0.5) if preferred else np.ones(len(idx))
         elif name == "skills":
-            needs = [(t, n.level) for n in r.strategy.nice_to_have if (t := _template(n, lead)) is not None]
-            if needs:
-                fit = np.zeros(len(idx))
-                for tag, level in needs:
-                    fit += np.minimum(frame.tag_levels(tag)[idx], level) / level
-                comps[name] = fit / len(needs)
-            else:
-                comps[name] = np.ones(len(idx))
+            comps[name] = _skills(frame, idx, lead, r)
         elif name == "performance":
             comps[name] = _minmax(win_rate)
         elif name == "revenue":

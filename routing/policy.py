@@ -59,10 +59,6 @@ def _load_only() -> dict[ScorerName, float]:
     return {"load": 1.0}
 
 
-def _load_only() -> dict[ScorerName, float]:
-    return {"load": 1.0}
-
-
 class Strategy(_Model):
     must_have: list[TagNeed] = Field(default_factory=list)
     nice_to_have: list[TagNeed] = Field(default_factory=list)
