@@ -2,19 +2,24 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: venv demo test test-fast lint chaos bench kafka-start kafka-stop clean
+.PHONY: venv sysdeps demo test test-fast lint chaos bench kafka-start kafka-stop clean
 
 venv:
 	@scripts/bootstrap.sh
 
+# Debian packages the tests need (promtool/prometheus, docker-compose, Java+Maven, python3-venv); a
+# no-op when they are present. First prerequisite of the test targets, so CI (`make test`) installs them.
+sysdeps:
+	@scripts/system-deps.sh
+
 demo: venv
 	$(VENV)/leadrelay demo
 
-test: venv lint
+test: sysdeps venv lint
 	$(VENV)/python -m pytest -q
 
 # Local loop: unit + agent tests only, no broker.
-test-fast: venv
+test-fast: sysdeps venv
 	$(VENV)/python -m pytest -q -m 'not integration and not slow'
 
 lint: venv

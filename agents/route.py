@@ -9,6 +9,7 @@ from typing import Any
 
 import faust
 
+from routing import fairness
 from routing.ledger import LedgerEntry, assign, close, expired, with_member
 from routing.model import Load, Rep
 from routing.policy import Policy
@@ -22,6 +23,7 @@ from schemas.internal import (
     PolicyChanged,
     RepChanged,
 )
+from streams import logs
 from streams.boundary import handle_guarded
 from streams.codecs import dump, parse_internal
 from streams.context import Context
@@ -36,30 +38,40 @@ async def on_lead(ctx: Context, cache: PoolCache, ev: LeadArrived, now: datetime
     t, lead = ctx.tables, ev.lead
     ledger_key = key(ev.pool, lead.lead_id)
     stored = t.ledger.get(ledger_key)
-    entry = LedgerEntry.from_dict(stored) if stored else None
-    if entry is not None:
-        decision = AssignmentDecision.model_validate(entry.decision)  # re-emitted unchanged, state untouched
+    if stored is not None:
+        decision = AssignmentDecision.model_validate(stored["decision"])  # re-emitted unchanged, state untouched
         ctx.metrics.record_duplicate(ev.pool)
     else:
-        frame = cache.frame(ev.pool)
-        result = assign(lead, frame, cache.policy(ev.pool), None, now=now)
-        decision = result.decision
-        # Ledger first: if the worker dies between writes, a replayed lead is a duplicate, not a re-decision.
-        t.ledger[ledger_key] = result.entry.to_dict()
-        if result.load is not None and decision.rep_id is not None:
-            t.loads[key(ev.pool, decision.rep_id)] = result.load.to_dict()
-            frame.set_load(decision.rep_id, result.load)
-        if result.state is not None:
-            t.pools[ev.pool] = result.state.to_dict()
-            frame.set_state(result.state)
-        ctx.metrics.record_decision(decision, (now - ev.received_at).total_seconds())
-        ctx.metrics.set_pool_state(
-            ev.pool, open_leads=int(frame.open.sum()), capacity=int(frame.capacity[frame.active].sum())
-        )
+        decision = decide_and_record(ctx, cache, ev, now)
     lead_key = lead.lead_id.encode()
     await ctx.topics.assignments.send(key=lead_key, value=dump(decision))
     indexed = LeadIndexed(lead_id=lead.lead_id, pool=ev.pool, rep_id=decision.rep_id, decision_id=decision.decision_id)
     await ctx.topics.lead_events.send(key=lead_key, value=dump(indexed))
+
+
+def decide_and_record(ctx: Context, cache: PoolCache, ev: LeadArrived, now: datetime) -> AssignmentDecision:
+    """First sight of a lead: decide, write ledger then state, keep the frame and metrics current."""
+    t, m = ctx.tables, ctx.metrics
+    frame, policy = cache.frame(ev.pool), cache.policy(ev.pool)
+    result = assign(ev.lead, frame, policy, None, now=now)
+    decision = result.decision
+    # Ledger first: if the worker dies between writes, a replayed lead is a duplicate, not a re-decision.
+    t.ledger[key(ev.pool, ev.lead.lead_id)] = result.entry.to_dict()
+    if result.load is not None and decision.rep_id is not None:
+        t.loads[key(ev.pool, decision.rep_id)] = result.load.to_dict()
+        frame.set_load(decision.rep_id, result.load)
+        m.set_rep_load(ev.pool, decision.rep_id, result.load.open, int(frame.capacity[frame.index[decision.rep_id]]))
+    if result.state is not None:
+        t.pools[ev.pool] = result.state.to_dict()
+        frame.set_state(result.state)
+    m.record_decision(decision, (now - ev.received_at).total_seconds())
+    m.set_pool_state(ev.pool, open_leads=int(frame.open.sum()), capacity=int(frame.capacity[frame.active].sum()))
+    m.set_fairness(ev.pool, fairness.gini(frame.value[frame.active]))
+    m.set_policy(
+        ev.pool, policy.id, policy.version, [v.id for v in policy.experiment.variants] if policy.experiment else []
+    )
+    log.debug("decided %s", decision.reason, extra={"rep_id": decision.rep_id, "decision_id": decision.decision_id})
+    return decision
 
 
 def on_rep(ctx: Context, cache: PoolCache, ev: RepChanged) -> None:
@@ -70,6 +82,7 @@ def on_rep(ctx: Context, cache: PoolCache, ev: RepChanged) -> None:
         t.reps[rep_key] = Rep.from_event(ev.profile).to_dict()
     elif t.reps.get(rep_key) is not None:
         del t.reps[rep_key]  # its load row stays: the leads it holds are still open until they close
+        ctx.metrics.forget_rep(ev.pool, ev.rep_id)
     members = tuple(with_member(list(state.members), ev.rep_id, ev.profile is not None))
     if members != state.members:
         t.pools[ev.pool] = replace(state, members=members).to_dict()
@@ -100,6 +113,8 @@ def on_deal(ctx: Context, cache: PoolCache, ev: DealArrived) -> None:
         ctx.metrics.record_release(ev.pool)
         if frame is not None:
             frame.set_load(rep_id, new_load)
+            if rep_id in frame.index:
+                ctx.metrics.set_rep_load(ev.pool, rep_id, new_load.open, int(frame.capacity[frame.index[rep_id]]))
     if result.credited is not None:
         if result.buckets is not None:
             t.performance[key(ev.pool, result.credited)] = result.buckets
@@ -152,7 +167,8 @@ def register(app: faust.App, ctx: Context, default_policy: Policy) -> Any:
         ev = parse_internal(POOL_EVENT, event.value)
         now = datetime.now(UTC)  # the wall clock enters here, at the edge, and is passed into the core
         if isinstance(ev, LeadArrived):
-            await on_lead(ctx, cache, ev, now)
+            with logs.bind(lead_id=ev.lead.lead_id, pool=ev.pool):
+                await on_lead(ctx, cache, ev, now)
         elif isinstance(ev, RepChanged):
             on_rep(ctx, cache, ev)
         elif isinstance(ev, DealArrived):

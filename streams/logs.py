@@ -1,16 +1,83 @@
-"""Structured JSON logs: one object per line with lead_id, pool and topic[partition]@offset; no PII."""
+"""Structured JSON logs: one object per line with lead_id, pool and topic/partition/offset; no PII.
+
+Every line has `ts`, `level`, `logger`, `msg`, and, when known, the context keys of CONTEXT_KEYS. They
+come from, in order of precedence:
+1. `extra=` of the logging call (`log.info("...", extra={"lead_id": ..., "pool": ...})`);
+2. `bind(lead_id=..., pool=...)`, a context manager an agent wraps around the handling of one record;
+3. the Faust event being processed (topic, partition, offset), filled in automatically.
+
+Personal data stays out by construction: only allowlisted keys are copied (a `contact`, `email` or
+`name` extra is dropped), and e-mail addresses, phone numbers and pydantic's `input_value=...` echo of
+rejected input are masked in the message, the context values and exception traces.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import sys
+from collections.abc import Iterator
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-# Only these `extra=` keys are copied into the line: an allowlist keeps contact data out by design.
-CONTEXT_KEYS = ("lead_id", "pool", "rep_id", "topic", "partition", "offset", "reason", "decision_id", "agent")
+# Only these keys are copied into the line: an allowlist keeps contact data out by design.
+CONTEXT_KEYS = (
+    "lead_id",
+    "pool",
+    "rep_id",
+    "topic",
+    "partition",
+    "offset",
+    "reason",
+    "decision_id",
+    "agent",
+)
+EVENT_KEYS = ("topic", "partition", "offset")
+REDACTED = "<redacted>"
+
+_bound: ContextVar[dict[str, Any] | None] = ContextVar("leadrelay_log_context", default=None)
+
+_PATTERNS = (
+    # pydantic echoes rejected input: "[type=..., input_value='jane@…', input_type=str]"
+    (re.compile(r"input_value=.*?(?=, input_type=)", re.DOTALL), f"input_value={REDACTED}"),
+    (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"), "<redacted-email>"),
+    (re.compile(r"(?<![\w+])\+\d[\d \t().-]{6,}\d"), "<redacted-phone>"),
+)
+
+
+def redact(text: str) -> str:
+    """Mask e-mail addresses, international phone numbers and echoed input values."""
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+@contextlib.contextmanager
+def bind(**fields: Any) -> Iterator[None]:
+    """Add context keys (e.g. lead_id, pool) to every line logged inside the block, in this task only."""
+    current = _bound.get() or {}
+    token = _bound.set({**current, **{k: v for k, v in fields.items() if k in CONTEXT_KEYS and v is not None}})
+    try:
+        yield
+    finally:
+        _bound.reset(token)
+
+
+def _event_context() -> dict[str, Any]:
+    try:
+        from faust import current_event
+
+        event = current_event()
+    except Exception:  # no Faust, or no event: a log line must never fail because of its context
+        return {}
+    if event is None:
+        return {}
+    msg = event.message
+    return {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,15 +86,18 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
+        context = {**_event_context(), **(_bound.get() or {})}
         for key in CONTEXT_KEYS:
             value = record.__dict__.get(key)
+            if value is None:
+                value = context.get(key)
             if value is not None:
-                line[key] = value
+                line[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info and record.exc_info[0] is not None:
             line["error"] = record.exc_info[0].__name__
-            line["trace"] = self.formatException(record.exc_info)
+            line["trace"] = redact(self.formatException(record.exc_info))
         return orjson.dumps(line, default=str).decode()
 
 

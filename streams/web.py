@@ -1,4 +1,21 @@
-"""Web endpoints on the worker's port: /metrics (Faust's sensors + ours), /healthz, /readyz."""
+"""Web endpoints on the worker's port: /metrics (Faust's sensors + ours), /healthz, /readyz.
+
+- /healthz (liveness): the event loop answers and the app has not crashed. It stays 200 during table
+  recovery and rebalances: restarting a recovering worker only makes the recovery start over.
+- /readyz (readiness): 200 once the tables are recovered from their changelogs and no rebalance is in
+  progress, else 503. The same value is exported as `leadrelay_worker_ready` for alerting.
+- /metrics: one registry holding our metrics (streams/metrics.py), the consumer lag (streams/lag.py)
+  and Faust's sensors, registered here with the fixed prefix `leadrelay_faust` (the app id varies per
+  installation; metric names must not).
+
+Faust's sensor names are kept as Faust defines them: dashboards shared by Faust users rely on them, and
+renaming means forking the sensor. Some break Prometheus conventions: Faust observes its latencies in
+milliseconds (`*_latency` histograms, `leadrelay_faust_events_runtime_ms`), and a few counters repeat
+"total" (`leadrelay_faust_total_events_total`). `promtool check metrics` reports only what
+FAUST_LINT_FINDINGS lists (metric -> part of promtool's message); our own metrics have no finding. The
+tests fail on any other finding, so a Faust or promtool upgrade that changes this is noticed. Our
+dashboard and alerts use our own metrics, the process metrics and Faust's per-topic message counter.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +26,58 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 
 from streams.metrics import Metrics
 
+FAUST_PREFIX = "leadrelay_faust"
+
+# promtool's findings on Faust's own sensor names (metric -> part of the message), accepted above.
+FAUST_LINT_FINDINGS: dict[str, str] = {
+    f"{FAUST_PREFIX}_events_runtime_ms": "should not contain abbreviated units",
+}
+
+
+def is_live(app: faust.App) -> bool:
+    """The app has not crashed (a wedged event loop cannot answer the probe at all)."""
+    return not app.crashed
+
 
 def is_ready(app: faust.App) -> bool:
-    """Ready once tables are recovered from their changelogs and no rebalance is in progress."""
-    return bool(app.tables.recovery.completed.is_set() and not app.rebalancing)
+    """Ready once tables are recovered from their changelogs and no rebalance is in progress.
+
+    `recovery.completed` is set at the end of the first recovery and stays set; every later rebalance
+    (including its recovery) runs between `on_rebalance_start` and `on_rebalance_end`, which is what
+    `app.rebalancing` reflects.
+    """
+    return bool(app.tables.recovery.completed.is_set() and not app.rebalancing and not app.crashed)
+
+
+def current_partition() -> tuple[str, int] | None:
+    """(topic, partition) of the event the calling agent is handling, if any."""
+    event = faust.current_event()
+    if event is None:
+        return None
+    return (event.message.topic, event.message.partition)
 
 
 def register(app: faust.App, metrics: Metrics) -> None:
-    # A fixed prefix keeps Faust's metric names the same whatever the app id is.
-    setup_prometheus_sensors(app, pattern="/metrics", registry=metrics.registry, name_prefix="leadrelay_faust")
+    setup_prometheus_sensors(app, pattern="/metrics", registry=metrics.registry, name_prefix=FAUST_PREFIX)
+    metrics.locate = current_partition
+    metrics.ready.set_function(lambda: 1.0 if is_ready(app) else 0.0)
+
+    async def drop_moved_pools(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        metrics.retain_partitions(assigned)
+
+    app.on_partitions_assigned.connect(drop_moved_pools)
 
     @app.page("/healthz")
     async def healthz(self: Any, request: Any) -> Any:
-        return self.json({"status": "ok"})
+        live = is_live(app)
+        return self.json({"status": "ok" if live else "crashed"}, status=200 if live else 503)
 
     @app.page("/readyz")
     async def readyz(self: Any, request: Any) -> Any:
         ready = is_ready(app)
-        return self.json({"ready": ready}, status=200 if ready else 503)
+        detail = {
+            "ready": ready,
+            "recovered": app.tables.recovery.completed.is_set(),
+            "rebalancing": bool(app.rebalancing),
+        }
+        return self.json(detail, status=200 if ready else 503)
