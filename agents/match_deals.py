@@ -91,7 +91,8 @@ def on_index_expired(ctx: Context, ev: IndexExpired, now: datetime) -> None:
     horizon = now - timedelta(days=ctx.settings.index_retention_days)
     for lead_id in ev.lead_ids:
         entry = ctx.tables.lead_index.get(lead_id)
-        if entry and datetime.fromisoformat(entry["indexed_at"]) < horizon:
+        indexed_at = entry.get("indexed_at") if entry else None
+        if indexed_at and datetime.fromisoformat(indexed_at) < horizon:
             del ctx.tables.lead_index[lead_id]
 
 

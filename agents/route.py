@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
+from pydantic import ValidationError
 
 from routing import fairness
 from routing.ledger import LedgerEntry, assign, close, expired, with_member
@@ -27,7 +28,7 @@ from streams import logs
 from streams.boundary import handle_guarded
 from streams.codecs import dump, parse_internal
 from streams.context import Context
-from streams.errors import StalePolicy, UnknownLead
+from streams.errors import InvalidPolicy, StalePolicy, UnknownLead
 from streams.poolcache import PoolCache
 from streams.tables import key
 
@@ -79,7 +80,7 @@ def on_rep(ctx: Context, cache: PoolCache, ev: RepChanged) -> None:
     rep_key = key(ev.pool, ev.rep_id)
     state = cache.state(ev.pool)
     if ev.profile is not None:
-        t.reps[rep_key] = Rep.from_event(ev.profile).to_dict()
+        t.reps[rep_key] = Rep.from_event(ev.profile, ev.pool).to_dict()
     elif t.reps.get(rep_key) is not None:
         del t.reps[rep_key]  # its load row stays: the leads it holds are still open until they close
         ctx.metrics.forget_rep(ev.pool, ev.rep_id)
@@ -89,7 +90,7 @@ def on_rep(ctx: Context, cache: PoolCache, ev: RepChanged) -> None:
     cache.drop(ev.pool)  # structural change: the frame is rebuilt on the next lead
 
 
-def on_deal(ctx: Context, cache: PoolCache, ev: DealArrived) -> None:
+def on_deal(ctx: Context, cache: PoolCache, ev: DealArrived, now: datetime) -> None:
     t, deal = ctx.tables, ev.deal
     ledger_key = key(ev.pool, deal.lead_id)
     stored = t.ledger.get(ledger_key)
@@ -101,7 +102,7 @@ def on_deal(ctx: Context, cache: PoolCache, ev: DealArrived) -> None:
     load = Load.from_dict(t.loads.get(key(ev.pool, holder))) if holder else None
     buckets = t.performance.get(key(ev.pool, credited)) if credited else None
     model = t.models.get(key(ev.pool, credited)) if credited else None
-    result = close(deal, entry, load, buckets, model)
+    result = close(deal, entry, load, buckets, model, now=now)
     if result.duplicate:
         return
     frame = cache.cached(ev.pool)
@@ -136,6 +137,10 @@ def on_policy(ctx: Context, cache: PoolCache, ev: PolicyChanged) -> None:
             del t.policies[ev.pool]
         log.info("policy removed; default applies", extra={"pool": ev.pool})
     else:
+        try:
+            Policy.model_validate(ev.policy)  # checked at ingress too; never store what cannot decide
+        except ValidationError as exc:
+            raise InvalidPolicy(f"policy for {ev.pool}: {exc.error_count()} error(s)", field="policy") from None
         if current is not None and current != ev.policy and ev.policy["version"] <= current["version"]:
             raise StalePolicy(
                 f"version {ev.policy['version']} is not newer than running {current['version']}", field="version"
@@ -172,7 +177,7 @@ def register(app: faust.App, ctx: Context, default_policy: Policy) -> Any:
         elif isinstance(ev, RepChanged):
             on_rep(ctx, cache, ev)
         elif isinstance(ev, DealArrived):
-            on_deal(ctx, cache, ev)
+            on_deal(ctx, cache, ev, now)
         elif isinstance(ev, PolicyChanged):
             on_policy(ctx, cache, ev)
         else:

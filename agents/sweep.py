@@ -43,7 +43,11 @@ async def sweep_once(ctx: Context, now: datetime) -> int:
             stale += 1
     # Index entries are keyed by lead, so each expires through its own partition (one event per lead).
     horizon = (now - timedelta(days=ctx.settings.index_retention_days)).isoformat()
-    old = [lead_id for lead_id, e in list(ctx.tables.lead_index.items()) if e and e.get("indexed_at", "") < horizon]
+    old = [
+        lead_id
+        for lead_id, e in list(ctx.tables.lead_index.items())
+        if e and e.get("indexed_at") and e["indexed_at"] < horizon
+    ]
     for lead_id in old:
         await ctx.topics.lead_events.send(key=lead_id.encode(), value=dump(IndexExpired(lead_ids=[lead_id])))
     return stale + len(old) + sum(len(v) for v in by_pool.values())

@@ -22,14 +22,22 @@ def _minutes(hhmm: str) -> int:
 
 
 def on_shift(rep: Rep, now: datetime) -> bool:
-    """True without working hours; otherwise `now`, in the rep's zone (UTC if none), is in a shift."""
+    """True without working hours; otherwise `now`, in the rep's zone (UTC if none), is in a shift.
+
+    A shift whose end is not after its start ("22:00-06:00") runs past midnight into the next day.
+    """
     if rep.working_hours is None:
         return True
     local = now.astimezone(_zone(rep.timezone or "UTC"))
     minute = local.hour * 60 + local.minute
-    for shift in rep.working_hours.get(DAYS[local.weekday()], ()):
-        start, end = shift.split("-")
-        if _minutes(start) <= minute < _minutes(end):
+    today, yesterday = DAYS[local.weekday()], DAYS[(local.weekday() - 1) % 7]
+    for shift in rep.working_hours.get(today, ()):
+        start, end = (_minutes(t) for t in shift.split("-"))
+        if start <= minute < (end if end > start else 24 * 60):
+            return True
+    for shift in rep.working_hours.get(yesterday, ()):
+        start, end = (_minutes(t) for t in shift.split("-"))
+        if end <= start and minute < end:  # the part of last night's shift after midnight
             return True
     return False
 

@@ -36,6 +36,7 @@ EXCLUSIONS = (
     "tier_not_allowed",
     "missing_tag",
     "premium_share_cap",
+    "growth_channel",  # eligible, but held back because the lead is reserved for growth reps
 )
 
 
@@ -232,7 +233,7 @@ def _eligibility(
     )
     remaining = np.ones(frame.n, dtype=np.bool_)
     counts: dict[str, int] = {}
-    for reason, failed in zip(EXCLUSIONS, checks, strict=True):
+    for reason, failed in zip(EXCLUSIONS[:-1], checks, strict=True):
         if failed is no:  # a check that cannot fail for this lead: skip the array work
             continue
         k = int(np.count_nonzero(remaining & failed))
@@ -344,7 +345,10 @@ def _evaluate(
     if r.growth and policy.growth is not None and mask.any():
         growth = mask & frame.growth_members(now, policy.growth.tiers, policy.growth.new_rep_days)
         if growth.any():
-            notes.append(f"growth channel: {int(growth.sum())} growth rep(s) eligible, others held back")
+            held = int(np.count_nonzero(mask)) - int(np.count_nonzero(growth))
+            notes.append(f"growth channel: {int(growth.sum())} growth rep(s) eligible, {held} held back")
+            if held:
+                excluded = {**excluded, "growth_channel": held}
             mask = growth
         else:
             notes.append("growth channel: no growth rep eligible, open to all")
@@ -481,6 +485,7 @@ def decide(
 
 
 def _summary(reason: str, chosen: ScoredRep | None, eligible: int, excluded: dict[str, int], r: Route) -> str:
+    weights = r.strategy.scorers
     skipped = ", ".join(f"{why} {n}" for why, n in sorted(excluded.items()))
     tail = f"{eligible} eligible" + (f", excluded: {skipped}" if skipped else "")
     how = f"strategy {r.strategy_name}" + (f" (rule {r.rule})" if r.rule else "")
@@ -493,7 +498,7 @@ def _summary(reason: str, chosen: ScoredRep | None, eligible: int, excluded: dic
         return f"sent to the claim pool by {how}; {tail} may claim it"
     if chosen is None:
         return f"no eligible rep ({tail}); {how}"
-    top = sorted(chosen.components.items(), key=lambda kv: -kv[1])[:3]
+    top = sorted(chosen.components.items(), key=lambda kv: -kv[1] * weights.get(kv[0], 0.0))[:3]
     parts = ", ".join(f"{k} {v:.2f}" for k, v in top)
     opened, capacity = int(chosen.facts.get("open", 0)), int(chosen.facts.get("capacity", 0))
     return f"score {chosen.score:.3f} ({parts}), {opened}/{capacity} open; {how}; {tail}"

@@ -26,8 +26,9 @@ class LedgerEntry:
     status: str  # open | unassigned | claimable | won | lost
     rep_id: str | None
     value: float = 0.0
-    closed_at: str | None = None
+    closed_at: str | None = None  # the deal's own closed_at (event time)
     features: tuple[str, ...] = field(default_factory=tuple)
+    released_at: str | None = None  # when the worker applied the close (wall clock): retention counts from here
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LedgerEntry:
@@ -38,6 +39,7 @@ class LedgerEntry:
             data.get("value", 0.0),
             data.get("closed_at"),
             tuple(data.get("features") or ()),
+            data.get("released_at"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -48,6 +50,7 @@ class LedgerEntry:
             "value": self.value,
             "closed_at": self.closed_at,
             "features": list(self.features),
+            "released_at": self.released_at,
         }
 
     @property
@@ -119,6 +122,8 @@ def close(
     load: Load | None,
     buckets: Mapping[str, list[float]] | None,
     model: Mapping[str, Any] | None = None,
+    *,
+    now: datetime | None = None,
 ) -> Closed:
     """Apply a closed deal: release the holder's load once, count the outcome for the credited rep,
     and teach that rep's model when the lead's features are known."""
@@ -135,15 +140,18 @@ def close(
     if entry.status == OPEN and entry.rep_id is not None:
         old = load or Load()
         released = (entry.rep_id, replace(old, open=max(0, old.open - 1)))
-    new_entry = replace(entry, status=deal.outcome, closed_at=deal.closed_at.isoformat())
+    released_at = (now or deal.closed_at).isoformat()
+    new_entry = replace(entry, status=deal.outcome, closed_at=deal.closed_at.isoformat(), released_at=released_at)
     return Closed(new_entry, released, credited, new_buckets, new_model, duplicate=False)
 
 
 def expired(entry: LedgerEntry, *, now: datetime, retention: timedelta) -> bool:
-    """Closed entries leave the ledger after the retention; open ones stay (they hold load)."""
-    if not entry.closed or entry.closed_at is None:
+    """Closed entries leave the ledger `retention` after the worker closed them (not after the deal's
+    own closed_at: a backfill of old deals must not empty the dedupe horizon at once). Open ones stay."""
+    since = entry.released_at or entry.closed_at
+    if not entry.closed or since is None:
         return False
-    return datetime.fromisoformat(entry.closed_at) + retention < now
+    return datetime.fromisoformat(since) + retention < now
 
 
 def with_member(members: list[str], rep_id: str, present: bool) -> list[str]:

@@ -29,12 +29,13 @@ class Rep:
     weekly_cap: int | None = None
 
     @classmethod
-    def from_event(cls, event: RepUpdated) -> Rep:
+    def from_event(cls, event: RepUpdated, pool: str | None = None) -> Rep:
+        """The rep as one pool sees it: with that pool's capacity when the roster splits it."""
         return cls(
             rep_id=event.rep_id,
             tier=event.tier,
             tags=dict(event.tags),
-            capacity=event.capacity,
+            capacity=event.pool_capacity.get(pool, event.capacity) if pool else event.capacity,
             weight=event.weight,
             availability=event.availability,
             hired_at=event.hired_at,

@@ -8,6 +8,7 @@ chain that relaxes requirements when nobody qualifies.
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -190,16 +191,33 @@ class PolicyError(ValueError):
 
 
 def parse_policy(data: str | bytes | dict[str, Any]) -> Policy:
-    """Validate a policy from YAML/JSON text or a mapping, with the field path in the error."""
+    """Validate a policy from JSON or YAML text or a mapping, with the field path in the error."""
     try:
-        raw = yaml.safe_load(data) if isinstance(data, str | bytes) else data
+        raw = _load(data) if isinstance(data, str | bytes) else data
         return Policy.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
-        path = ".".join(str(p) for p in first["loc"] if p != "[key]") or None  # pydantic marks bad keys
-        raise PolicyError(f"{path or 'policy'}: {first['msg']}", path) from None
-    except yaml.YAMLError as exc:
+        path = [str(p) for p in first["loc"] if p != "[key]"]  # pydantic marks a bad dict key with [key]
+        message = str(first["msg"]).removeprefix("Value error, ")
+        # Cross-field checks say where in their message ("rules[0].strategy: ..."): make that the path.
+        found = re.match(r"^([A-Za-z_][\w.\[\]]*): ", message)
+        if found:
+            path += [p for p in re.split(r"[.\[\]]+", found.group(1)) if p]
+            message = message[found.end() :]
+        where = ".".join(path) or None
+        raise PolicyError(f"{where or 'policy'}: {message}", where) from None
+    except (yaml.YAMLError, ValueError) as exc:
         raise PolicyError(f"not YAML/JSON: {exc}", None) from None
+    except RecursionError:
+        raise PolicyError("not YAML/JSON: nested too deeply", None) from None
+
+
+def _load(text: str | bytes) -> Any:
+    """JSON first (YAML 1.1 would turn 1e-05 into a string and break surrogate-pair escapes), then YAML."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return yaml.safe_load(text)
 
 
 def dump_policy(policy: Policy, fmt: Literal["json", "yaml"] = "yaml") -> str:

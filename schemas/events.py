@@ -36,10 +36,10 @@ def _utc(value: Any) -> Any:
 
 
 def _tags_as_levels(value: Any) -> Any:
-    """Tags may be sent as a plain list (level 1 each) or as {tag: level}."""
-    if isinstance(value, list):
+    """Tags may be sent as a plain list of names (level 1 each) or as {tag: level}."""
+    if isinstance(value, list) and all(isinstance(tag, str) for tag in value):
         return dict.fromkeys(value, 1)
-    return value
+    return value  # anything else is left for validation to refuse
 
 
 EventTime = Annotated[datetime, AfterValidator(_utc)]
@@ -119,7 +119,10 @@ class RepUpdated(_Event):
     tags: Annotated[
         dict[Tag, Annotated[int, Field(ge=1, le=5)]], BeforeValidator(_tags_as_levels), Field(max_length=64)
     ] = Field(default_factory=dict)
-    capacity: Annotated[int, Field(ge=0, le=100_000)] = 10
+    capacity: Annotated[int, Field(ge=0, le=100_000)] = Field(10, description="Max open leads, in each pool")
+    pool_capacity: dict[PoolId, Annotated[int, Field(ge=0, le=100_000)]] = Field(
+        default_factory=dict, description="Per-pool capacity overriding `capacity` (split a rep across pools)"
+    )
     weight: Annotated[float, Field(gt=0, le=1000)] = 1.0
     availability: Literal["available", "away", "offline"] = "available"
     hired_at: date | None = None

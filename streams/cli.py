@@ -108,13 +108,17 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     from streams.dryrun import dry_run
     from streams.explain import render
 
-    decision = dry_run(
-        lead_file=Path(args.lead),
-        roster_file=Path(args.roster),
-        policy_file=Path(args.policy) if args.policy else None,
-        loads_file=Path(args.loads) if args.loads else None,
-        pool=args.pool,
-    )
+    try:
+        decision = dry_run(
+            lead_file=Path(args.lead),
+            roster_file=Path(args.roster),
+            policy_file=Path(args.policy) if args.policy else None,
+            loads_file=Path(args.loads) if args.loads else None,
+            pool=args.pool,
+        )
+    except (ValueError, OSError) as exc:  # pydantic's ValidationError is a ValueError too
+        print(f"leadrelay dry-run: {exc}", file=sys.stderr)
+        return 2
     print(decision.model_dump_json(indent=2) if args.json else render(decision))
     return 0
 

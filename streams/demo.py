@@ -89,8 +89,8 @@ async def _follow(settings: Settings, tally: Tally, stop: asyncio.Event) -> None
 
 
 def _summary(tally: Tally, roster: list[RepUpdated], dead_letters: int) -> str:
-    capacity = {r.rep_id: r.capacity for r in roster}
-    members = {f"{pool}/{r.rep_id}" for r in roster for pool in r.pools}
+    capacity = {f"{pool}/{r.rep_id}": r.pool_capacity.get(pool, r.capacity) for r in roster for pool in r.pools}
+    members = set(capacity)
     per_rep: Counter[str] = Counter()
     open_now: Counter[str] = Counter()
     won: Counter[str] = Counter()
@@ -106,7 +106,7 @@ def _summary(tally: Tally, roster: list[RepUpdated], dead_letters: int) -> str:
         {"won": won, "lost": lost}.get(outcome, open_now)[key] += 1
     rows = [f"{'pool/rep':<18} {'leads':>5} {'open/cap':>9} {'won':>4} {'lost':>4}"]
     for key in sorted(set(per_rep) | members):
-        cap = capacity.get(key.split("/", 1)[1], 0)
+        cap = capacity.get(key, 0)
         rows.append(f"{key:<18} {per_rep[key]:>5} {open_now[key]:>4}/{cap:<4} {won[key]:>4} {lost[key]:>4}")
     lat = sorted(tally.latencies)
     p50 = lat[len(lat) // 2] * 1000 if lat else float("nan")
@@ -139,6 +139,17 @@ async def _run(settings: Settings, seconds: float, rate: float, seed: int) -> Ta
     return tally
 
 
+def _wait_for_roster(settings: Settings, entries: int, timeout: float = 60) -> None:
+    """Traffic starts once every (pool, rep) profile is in the worker's reps table (its changelog)."""
+    deadline = time.monotonic() + timeout
+    topic = f"{settings.app_id}-reps-changelog"
+    while time.monotonic() < deadline:
+        if len({r.key for r in asyncio.run(read_all(settings, topic))}) >= entries:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"the worker did not apply the demo roster within {timeout}s")
+
+
 def run_demo(*, seconds: float = 30, rate: float = 15, seed: int = 7) -> int:
     started_kafka = localkafka.status(STATE / "kafka") is None
     kafka = localkafka.start(STATE / "kafka")
@@ -157,6 +168,7 @@ def run_demo(*, seconds: float = 30, rate: float = 15, seed: int = 7) -> int:
     try:
         print(f"kafka at {kafka.bootstrap}; starting the worker (log: {worker.log_path})", flush=True)
         worker.start().wait_ready()
+        _wait_for_roster(settings, sum(len(r.pools) for r in roster))
         print(f"worker ready, metrics on http://127.0.0.1:{worker.web_port}/metrics; {seconds:.0f}s of traffic")
         tally = asyncio.run(_run(settings, seconds, rate, seed))
         dead = len(asyncio.run(read_all(settings, settings.topic_dlq)))

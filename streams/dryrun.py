@@ -34,7 +34,7 @@ def dry_run(
         if len(pools) != 1:
             raise ValueError(f"name the pool with --pool (roster has {pools})")
         target = pools[0]
-    reps = {r.rep_id: Rep.from_event(r) for r in roster if target in r.pools}
+    reps = {r.rep_id: Rep.from_event(r, target) for r in roster if target in r.pools}
     loads: dict[str, Load] = {}
     if loads_file is not None:  # {"rep_id": open_count or a Load dict}
         for rep_id, value in orjson.loads(loads_file.read_bytes()).items():

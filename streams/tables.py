@@ -33,18 +33,26 @@ class Tables:
 
     @classmethod
     def create(cls, app: faust.App, partitions: int) -> Tables:
-        def table(name: str, help_: str) -> faust.Table[str, Any]:
-            return app.Table(name, default=None, partitions=partitions, key_type=str, help=help_)
+        def table(name: str) -> faust.Table[str, Any]:
+            return app.Table(name, default=None, partitions=partitions, key_type=str, help=TABLES[name])
 
-        return cls(
-            reps=table("reps", "Rep profile per pool"),
-            loads=table("loads", "Open leads and value received per pool and rep"),
-            performance=table("performance", "Daily won/lost/revenue buckets per pool and rep"),
-            ledger=table("ledger", "Decision and status per pool and lead"),
-            models=table("models", "Learned conversion model per pool and rep"),
-            pools=table("pools", "Members, rotation state and totals per pool"),
-            policies=table("policies", "Running policy per pool"),
-            lead_index=table("lead-index", "Pool and owner of each decided lead"),
-            parked_deals=table("parked-deals", "Deals waiting for their lead's decision"),
-            rep_pools=table("rep-pools", "Pools each rep belongs to"),
-        )
+        return cls(**{name.replace("-", "_"): table(name) for name in TABLES})
+
+
+# Table name (as in its changelog topic `<app_id>-<name>-changelog`) -> what it holds.
+TABLES = {
+    "reps": "Rep profile per pool",
+    "loads": "Open leads and value received per pool and rep",
+    "performance": "Daily won/lost/revenue buckets per pool and rep",
+    "ledger": "Decision and status per pool and lead",
+    "models": "Learned conversion model per pool and rep",
+    "pools": "Members, rotation state and totals per pool",
+    "policies": "Running policy per pool",
+    "lead-index": "Pool and owner of each decided lead",
+    "parked-deals": "Deals waiting for their lead's decision",
+    "rep-pools": "Pools each rep belongs to",
+}
+
+
+def changelog_topic(app_id: str, table: str) -> str:
+    return f"{app_id}-{table}-changelog"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from streams.settings import Settings
+from streams.tables import TABLES, changelog_topic
 
 COMPACT = {"cleanup.policy": "compact"}
 
@@ -28,7 +29,7 @@ def lead_events_topic(settings: Settings) -> str:
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """Every topic the worker reads or writes. Tables add their changelogs (Faust creates those)."""
+    """Every topic the worker reads or writes, table changelogs included."""
     p = settings.partitions
     return [
         TopicSpec(settings.topic_leads_new, p, {}),
@@ -39,4 +40,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_dlq, p, {"retention.ms": str(14 * 24 * 3600 * 1000)}),
         TopicSpec(pool_events_topic(settings), p, {}, internal=True, copartitioned=True),
         TopicSpec(lead_events_topic(settings), p, {}, internal=True, copartitioned=True),
+        # Created up front (Faust would create them too): a changelog that appears while the first
+        # events are processed can briefly show a partition count that fails Faust's co-partition check.
+        *(
+            TopicSpec(changelog_topic(settings.app_id, name), p, COMPACT, internal=True, copartitioned=True)
+            for name in TABLES
+        ),
     ]

@@ -1,10 +1,16 @@
 """`leadrelay verify`: read every topic back and check the delivery invariants (design.md I1-I5).
 
 I1 every accepted lead has exactly one effective decision (or is in the DLQ)
-I2 no rep ever held more open leads than its capacity (each decision's own facts, and the final state)
+I2 no rep ever held more open leads than its capacity: each decision's own facts, and a replay of the
+   pool log counting open leads from the decisions and deals (independent of the worker's tables)
 I3 the loads table (its changelog) equals a replay of the decision log and the closed deals
-I4 no decision went to a rep that was unavailable or absent in the roster at that point
-I5 no input offset was skipped: each leads.new record led to a decision or a DLQ record
+I4 no decision went to a rep that was unavailable or absent in the roster at that point: checked at the
+   lead's own position in the pool log (the internal pool-events topic, where roster changes and leads
+   are in the order the route agent saw them); a lead missing from that log falls back to the roster
+   topic's timestamps (with ROSTER_SLACK_MS of overlap)
+I5 no input offset was skipped: each leads.new record led to a decision or a DLQ record, and each
+   deals.closed record reached its pool (pool-events) or the DLQ; every DLQ record says where it came
+   from and why
 """
 
 from __future__ import annotations
@@ -18,8 +24,11 @@ import orjson
 from pydantic import ValidationError
 
 from schemas.events import AssignmentDecision, DealClosed, LeadCreated, RepUpdated
+from schemas.internal import POOL_EVENT, DealArrived, LeadArrived, RepChanged
 from streams.clients import read_all
 from streams.settings import Settings
+from streams.tables import changelog_topic
+from streams.topics import pool_events_topic
 
 ROSTER_SLACK_MS = 5000  # roster and decisions are different topics: allow this much clock overlap
 
@@ -37,6 +46,10 @@ class Report:
     capacity_violations: list[str] = field(default_factory=list)
     unavailable_assignments: list[str] = field(default_factory=list)
     state_mismatches: list[str] = field(default_factory=list)
+    skipped_deals: list[str] = field(default_factory=list)  # deals.closed offsets neither routed nor dead
+    unexplained_dead_letters: list[str] = field(default_factory=list)  # DLQ records without origin/reason
+    internal_errors: int = 0  # DLQ records with reason internal_error: a bug was hit (not an invariant)
+    checked_in_pool_log: int = 0  # decisions whose I4 check used the pool log (the rest: roster timestamps)
     checked_state: bool = False
 
     @property
@@ -48,6 +61,8 @@ class Report:
             or self.capacity_violations
             or self.unavailable_assignments
             or self.state_mismatches
+            or self.skipped_deals
+            or self.unexplained_dead_letters
         )
 
     def table(self) -> str:
@@ -72,7 +87,11 @@ class Report:
                 not self.state_mismatches,
             ),
             row("I4 assigned while unavailable", len(self.unavailable_assignments), not self.unavailable_assignments),
+            row("I4 decisions checked in pool log", self.checked_in_pool_log),
             row("I5 skipped input offsets", len(self.skipped_offsets), not self.skipped_offsets),
+            row("I5 deals neither routed nor DLQ", len(self.skipped_deals), not self.skipped_deals),
+            row("I5 DLQ records without reason", len(self.unexplained_dead_letters), not self.unexplained_dead_letters),
+            row("internal errors (DLQ)", self.internal_errors),
         ]
         return "\n".join(lines)
 
@@ -88,7 +107,8 @@ async def collect(settings: Settings) -> dict[str, list[Any]]:
         "roster": settings.topic_reps_roster,
         "decisions": settings.topic_assignments,
         "dlq": settings.topic_dlq,
-        "loads": f"{settings.app_id}-loads-changelog",
+        "loads": changelog_topic(settings.app_id, "loads"),
+        "pool_events": pool_events_topic(settings),
     }
     results = await asyncio.gather(*(read_all(settings, t) for t in topics.values()))
     return dict(zip(topics, results, strict=True))
@@ -97,11 +117,9 @@ async def collect(settings: Settings) -> dict[str, list[Any]]:
 def check(records: dict[str, list[Any]], settings: Settings, *, check_state: bool = True) -> Report:
     report = Report(leads_in=len(records["leads"]), decisions_out=len(records["decisions"]))
     report.dead_letters = len(records["dlq"])
-    dead_offsets = set()
-    for r in records["dlq"]:
-        h = _headers(r)
-        if h.get("x-leadrelay-source-topic") == settings.topic_leads_new:
-            dead_offsets.add((int(h["x-leadrelay-source-partition"]), int(h["x-leadrelay-source-offset"])))
+    dead = _dead_letters(report, records["dlq"])
+    dead_offsets = dead.get(settings.topic_leads_new, set())
+    pool_log = _parse_pool_log(records.get("pool_events") or [])
 
     decisions: dict[str, list[tuple[Any, AssignmentDecision]]] = defaultdict(list)
     for r in records["decisions"]:
@@ -133,11 +151,113 @@ def check(records: dict[str, list[Any]], settings: Settings, *, check_state: boo
             report.skipped_offsets.append(f"{settings.topic_leads_new}[{r.partition}]@{r.offset}")
 
     _check_capacity(report, first)
-    _check_availability(report, first, records["roster"])
+    _check_availability(report, first, records["roster"], pool_log)
+    dead_deals = dead.get(settings.topic_deals_closed, set())
+    _check_deals_routed(report, records["deals"], dead_deals, pool_log, settings.topic_deals_closed)
     if check_state:
         report.checked_state = True
-        _check_state(report, first, records["deals"], records["loads"])
+        _check_state(
+            report, first, [r for r in records["deals"] if (r.partition, r.offset) not in dead_deals], records["loads"]
+        )
     return report
+
+
+def _dead_letters(report: Report, dlq: list[Any]) -> dict[str, set[tuple[int, int]]]:
+    """Source offsets of the DLQ records per source topic; records that do not say where from or why are
+    reported (an operator could neither replay nor triage them)."""
+    dead: dict[str, set[tuple[int, int]]] = defaultdict(set)
+    for r in dlq:
+        h = _headers(r)
+        reason = h.get("x-leadrelay-reason")
+        try:
+            where = (int(h["x-leadrelay-source-partition"]), int(h["x-leadrelay-source-offset"]))
+            topic = h["x-leadrelay-source-topic"]
+        except (KeyError, ValueError):
+            report.unexplained_dead_letters.append(f"dlq[{r.partition}]@{r.offset}: no source headers")
+            continue
+        if not reason:
+            report.unexplained_dead_letters.append(f"dlq[{r.partition}]@{r.offset}: no reason")
+        if reason == "internal_error":
+            report.internal_errors += 1
+        dead[topic].add(where)
+    return dead
+
+
+@dataclass
+class _PoolLog:
+    """The pool-events topic parsed, each partition in offset order (what the route agent saw)."""
+
+    partitions: dict[int, list[Any]] = field(default_factory=dict)
+    deal_origins: set[tuple[str, int, int]] = field(default_factory=set)
+
+
+def _parse_pool_log(records: list[Any]) -> _PoolLog:
+    log = _PoolLog()
+    by_partition: dict[int, list[tuple[int, Any]]] = defaultdict(list)
+    for r in records:
+        try:
+            ev = POOL_EVENT.validate_json(r.value) if r.value else None
+        except ValidationError:
+            continue
+        if isinstance(ev, DealArrived) and ev.origin is not None:
+            log.deal_origins.add((ev.origin.topic, ev.origin.partition, ev.origin.offset))
+        if isinstance(ev, LeadArrived | RepChanged | DealArrived):
+            by_partition[r.partition].append((r.offset, ev))
+    log.partitions = {p: [ev for _, ev in sorted(items, key=lambda x: x[0])] for p, items in by_partition.items()}
+    return log
+
+
+def _check_deals_routed(
+    report: Report, deals: list[Any], dead: set[tuple[int, int]], pool_log: _PoolLog, topic: str
+) -> None:
+    for r in deals:
+        if (r.partition, r.offset) not in dead and (topic, r.partition, r.offset) not in pool_log.deal_origins:
+            report.skipped_deals.append(f"{topic}[{r.partition}]@{r.offset}")
+
+
+def _available(profile: RepUpdated | None, pool: str) -> bool:
+    return profile is not None and profile.active and profile.availability == "available" and pool in profile.pools
+
+
+def _replay_pool_log(report: Report, first: dict[str, tuple[Any, AssignmentDecision]], pool_log: _PoolLog) -> set[str]:
+    """Replay each pool's log as the route agent saw it, with the effective decisions: at a lead's first
+    position the chosen rep must be in the pool and available (I4) and hold fewer open leads than its
+    capacity then (I2, counted from the decisions and the deals that closed them, not from the
+    worker's tables: a table that lost writes cannot vouch for itself)."""
+    decision = {lead_id: d for lead_id, (_, d) in first.items()}
+    checked: set[str] = set()
+    for events in pool_log.partitions.values():
+        profiles: dict[tuple[str, str], RepUpdated | None] = {}
+        open_: Counter[tuple[str, str]] = Counter()
+        closed: set[str] = set()
+        for ev in events:
+            if isinstance(ev, RepChanged):
+                profiles[(ev.pool, ev.rep_id)] = ev.profile
+                continue
+            lead_id = ev.deal.lead_id if isinstance(ev, DealArrived) else ev.lead.lead_id
+            d = decision.get(lead_id)
+            if d is None or d.pool != ev.pool or d.rep_id is None:
+                continue
+            holder = (d.pool, d.rep_id)
+            if isinstance(ev, DealArrived):
+                if lead_id in checked and lead_id not in closed:
+                    closed.add(lead_id)
+                    open_[holder] -= 1
+                continue
+            if lead_id in checked:
+                continue
+            checked.add(lead_id)
+            profile = profiles.get(holder)
+            if not _available(profile, d.pool):
+                report.unavailable_assignments.append(f"{lead_id} -> {d.rep_id}")
+            open_[holder] += 1
+            capacity = profile.capacity if profile is not None else 0
+            if open_[holder] > capacity:
+                report.capacity_violations.append(
+                    f"{lead_id} -> {d.rep_id}: {open_[holder]} open > capacity {capacity} (pool log replay)"
+                )
+    report.checked_in_pool_log = len(checked)
+    return checked
 
 
 def _check_capacity(report: Report, first: dict[str, tuple[Any, AssignmentDecision]]) -> None:
@@ -147,7 +267,10 @@ def _check_capacity(report: Report, first: dict[str, tuple[Any, AssignmentDecisi
             report.capacity_violations.append(f"{lead_id} -> {d.rep_id} with {chosen.facts}")
 
 
-def _check_availability(report: Report, first: dict[str, tuple[Any, AssignmentDecision]], roster: list[Any]) -> None:
+def _check_availability(
+    report: Report, first: dict[str, tuple[Any, AssignmentDecision]], roster: list[Any], pool_log: _PoolLog
+) -> None:
+    in_log = _replay_pool_log(report, first, pool_log)
     timeline: dict[str, list[tuple[int, RepUpdated | None]]] = defaultdict(list)
     for r in roster:
         rep_id = r.key.decode() if r.key else None
@@ -159,16 +282,14 @@ def _check_availability(report: Report, first: dict[str, tuple[Any, AssignmentDe
             continue
         timeline[rep_id].append((r.timestamp, profile))
     for lead_id, (record, d) in first.items():
-        if not d.rep_id:
+        if not d.rep_id or lead_id in in_log:
             continue
         history = sorted(timeline.get(d.rep_id, []), key=lambda x: x[0])
         # The state that was certainly in force: the last change older than the slack.
         settled = [p for ts, p in history if ts <= record.timestamp - ROSTER_SLACK_MS]
         recent = [p for ts, p in history if record.timestamp - ROSTER_SLACK_MS < ts <= record.timestamp]
         candidates = ([settled[-1]] if settled else []) + recent
-        fine = any(
-            p is not None and p.active and p.availability == "available" and d.pool in p.pools for p in candidates
-        )
+        fine = any(_available(p, d.pool) for p in candidates)
         if not fine:  # also a rep the roster never had
             report.unavailable_assignments.append(f"{lead_id} -> {d.rep_id}")
 
@@ -192,14 +313,20 @@ def _check_state(
         if deal.lead_id in owner and deal.lead_id not in closed:
             closed.add(deal.lead_id)
             expected[owner[deal.lead_id]] -= 1
-    actual: dict[str, int] = {}
+    # The newest record per key: by offset within a partition (what recovery replays), and by timestamp
+    # between partitions (a key written to two partitions, e.g. by a foreign producer).
+    newest: dict[str, dict[int, Any]] = defaultdict(dict)
     for r in loads:
         key = r.key.decode()
         key = orjson.loads(key) if key.startswith('"') else key
-        if r.value is None:
-            actual.pop(key, None)
-        else:
-            actual[key] = int(orjson.loads(r.value).get("open", 0))
+        held = newest[key].get(r.partition)
+        if held is None or r.offset > held.offset:
+            newest[key][r.partition] = r
+    actual: dict[str, int] = {}
+    for key, per_partition in newest.items():
+        last = max(per_partition.values(), key=lambda r: (r.timestamp, r.partition))
+        if last.value is not None:
+            actual[key] = int(orjson.loads(last.value).get("open", 0))
     for key in sorted(set(expected) | set(actual)):
         if expected.get(key, 0) != actual.get(key, 0):
             report.state_mismatches.append(f"{key}: table {actual.get(key, 0)} != replay {expected.get(key, 0)}")

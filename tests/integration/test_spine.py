@@ -125,7 +125,7 @@ def test_bad_input_goes_to_dlq_and_valid_leads_around_it_are_assigned(deployment
     decisions = dep.decisions(at_least=len(good))
     assert sorted(d.lead_id for d in decisions) == sorted(g.lead_id for g in good)
     dlq = dep.records(dep.settings.topic_dlq, at_least=len(bad))
-    assert len(dlq) == len(bad)
+    assert len(dlq) == len(bad), [{k: v[:300] for k, v in r.headers} for r in dlq]
     by_key = {r.key: {k: v.decode() for k, v in r.headers} for r in dlq}
     assert by_key[b"b1"]["x-leadrelay-reason"] == "invalid_json"
     assert by_key[b"b2"]["x-leadrelay-reason"] == "schema_violation"

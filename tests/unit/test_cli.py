@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from streams.cli import main
 from streams.explain import render
 
@@ -45,11 +43,19 @@ def test_dry_run_with_loads_changes_the_choice(tmp_path: Path, capsys) -> None:
     assert decision["explanation"]["excluded"]["at_capacity"] == 1
 
 
-def test_dry_run_without_a_pool_asks_for_one(tmp_path: Path) -> None:
+def test_dry_run_without_a_pool_asks_for_one(tmp_path: Path, capsys) -> None:
     lead = tmp_path / "lead.json"
     lead.write_text(json.dumps({"lead_id": "x", "created_at": "2026-01-01T00:00:00Z"}))
-    with pytest.raises(ValueError, match="--pool"):
-        main(["dry-run", "--lead", str(lead), "--roster", str(ROSTER)])
+    assert main(["dry-run", "--lead", str(lead), "--roster", str(ROSTER)]) == 2
+    assert "--pool" in capsys.readouterr().err
+
+
+def test_dry_run_uses_the_pools_own_capacity(tmp_path: Path, capsys) -> None:
+    loads = tmp_path / "loads.json"
+    loads.write_text(json.dumps({"anna": 12, "bernd": 8, "clara": 3}))  # clara's dach share is 3
+    assert main(["dry-run", "--lead", str(LEAD), "--roster", str(ROSTER), "--loads", str(loads), "--json"]) == 0
+    decision = json.loads(capsys.readouterr().out)
+    assert decision["rep_id"] is None and decision["explanation"]["excluded"]["at_capacity"] == 3
 
 
 def test_render_tells_who_why_and_who_else(capsys) -> None:

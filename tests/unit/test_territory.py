@@ -107,8 +107,6 @@ def test_bool_and_int_do_not_match_each_other():
     assert not TerritoryRule(pool="p", min={"attributes.vip": 0}).matches(flagged)
 
 
-
-
 @pytest.mark.parametrize(
     "data",
     [
