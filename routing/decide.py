@@ -485,7 +485,7 @@ def decide(
 
 
 def _summary(reason: str, chosen: ScoredRep | None, eligible: int, excluded: dict[str, int], r: Route) -> str:
-    weights = r.strategy.scorers
+    weights: dict[str, float] = {str(k): v for k, v in r.strategy.scorers.items()}
     skipped = ", ".join(f"{why} {n}" for why, n in sorted(excluded.items()))
     tail = f"{eligible} eligible" + (f", excluded: {skipped}" if skipped else "")
     how = f"strategy {r.strategy_name}" + (f" (rule {r.rule})" if r.rule else "")

@@ -20,8 +20,8 @@ class TopicMismatch(RuntimeError):
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create missing topics; return the names created. Existing ones are checked, not changed."""
     admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=30_000)
-    await admin.start()
     try:
+        await admin.start()
         specs = topic_specs(settings)
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]

@@ -13,6 +13,7 @@ from itertools import islice
 from pathlib import Path
 
 import orjson
+from aiokafka.errors import KafkaError
 
 from streams.settings import Settings, SettingsError
 
@@ -225,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"leadrelay: {exc}", file=sys.stderr)
         return 2
+    except KafkaError as exc:  # refused credentials, unreachable brokers: one line, not a traceback
+        print(f"leadrelay: cannot talk to Kafka: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from schemas.events import AssignmentDecision
 from streams.security import client_kwargs
@@ -19,9 +20,9 @@ async def produce(
 ) -> int:
     """Send (key, value) records; `rate` > 0 paces them per second. Returns how many were sent."""
     producer = AIOKafkaProducer(**client_kwargs(settings), acks="all", enable_idempotence=True)
-    await producer.start()
     sent = 0
     try:
+        await producer.start()
         for key, value in records:
             await producer.send(topic, key=key, value=value)
             sent += 1
@@ -39,8 +40,8 @@ async def read_all(settings: Settings, topic: str, *, idle: float = 2.0) -> list
     if not parts:
         return []
     consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         end = await consumer.end_offsets(parts)
@@ -57,11 +58,15 @@ async def read_all(settings: Settings, topic: str, *, idle: float = 2.0) -> list
 async def partitions_of(settings: Settings, topic: str) -> list[int]:
     """Partition ids of a topic ([] when it does not exist), from a fresh metadata request."""
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
-    await admin.start()
     try:
+        await admin.start()
         described = await admin.describe_topics([topic])
     finally:
         await admin.close()
+    for d in described:
+        # 3 = unknown topic (nothing to read); anything else, e.g. 29 (not authorized), must not look empty.
+        if d.get("error_code") not in (0, 3):
+            raise KafkaError(f"cannot describe topic {topic!r}: error code {d.get('error_code')}")
     return sorted(p["partition"] for d in described if d.get("error_code") == 0 for p in d["partitions"])
 
 
@@ -75,8 +80,8 @@ async def decisions_for(settings: Settings, lead_id: str) -> list[AssignmentDeci
     key = lead_id.encode()
     partition = DefaultPartitioner()(key, parts, parts)
     consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()
         tp = TopicPartition(settings.topic_assignments, partition)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
@@ -114,8 +119,8 @@ async def tail(
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
     )
-    await consumer.start()
     try:
+        await consumer.start()
         while stop is None or not stop.is_set():
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():

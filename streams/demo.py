@@ -16,6 +16,7 @@ from schemas.events import AssignmentDecision, LeadCreated, RepUpdated
 from streams import localkafka, synthetic
 from streams.clients import one_line, read_all
 from streams.roster import load_roster
+from streams.security import client_kwargs
 from streams.settings import Settings
 from streams.supervise import WorkerProcess, free_port
 
@@ -38,9 +39,9 @@ class Tally:
 async def _traffic(settings: Settings, tally: Tally, seconds: float, rate: float, seed: int) -> None:
     """Leads at `rate`/s; about half of the assigned ones close 2-4 s later; a few malformed records."""
     rng = random.Random(seed)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
-    await producer.start()
+    producer = AIOKafkaProducer(**client_kwargs(settings), acks="all")
     try:
+        await producer.start()
         stream = synthetic.leads(seed, prefix="DEMO")
         due: list[tuple[float, LeadCreated]] = []
         end = time.monotonic() + seconds
@@ -69,11 +70,9 @@ async def _traffic(settings: Settings, tally: Tally, seconds: float, rate: float
 
 
 async def _follow(settings: Settings, tally: Tally, stop: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(
-        settings.topic_assignments, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest"
-    )
-    await consumer.start()
+    consumer = AIOKafkaConsumer(settings.topic_assignments, **client_kwargs(settings), auto_offset_reset="earliest")
     try:
+        await consumer.start()
         while not stop.is_set():
             for records in (await consumer.getmany(timeout_ms=300)).values():
                 for record in records:

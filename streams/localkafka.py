@@ -6,6 +6,10 @@ serves requests, so they stay cheap and import no client library.
 
 State layout (one broker per state dir): `server.properties`, `data/` (log.dirs), `kafka.log`
 (broker stdout/stderr) and `broker.json` (pid and ports, present only while a broker is recorded).
+
+`start(security=SecuritySetup(...))` adds secured listeners next to PLAINTEXT (tests of TLS and SASL):
+an SSL listener that requires a client certificate (mutual TLS) and/or a SASL_SSL listener with SCRAM
+users created at format time. PLAINTEXT stays for the controller, inter-broker traffic and the probe.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 KAFKA_VERSION = "3.9.1"
 DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
@@ -47,6 +52,46 @@ class KafkaHandle:
     data_dir: Path
     state_dir: Path
     controller_port: int
+    ssl_bootstrap: str | None = None  # mutual TLS listener (start(security=...) with mtls=True)
+    sasl_ssl_bootstrap: str | None = None  # SASL_SSL/SCRAM listener (start(security=...) with scram_users)
+
+
+_SCRAM_SAFE = re.compile(r"^[A-Za-z0-9._-]+$")  # no quoting needed in `format --add-scram` or JAAS
+
+
+@dataclass(frozen=True)
+class SecuritySetup:
+    """Secured listeners of a broker started by `start(security=...)`.
+
+    keystore: the broker's key and certificate chain; truststore: the CA(s) it trusts for client
+    certificates. With store_type PEM, keystore is one file with a PKCS#8 private key followed by the
+    certificate chain, truststore a file of CA certificates; JKS/PKCS12 stores need store_password.
+    key_password: only for an encrypted private key. mtls: an SSL listener requiring a client
+    certificate (ssl.client.auth=required). scram_users (name -> password): a SASL_SSL listener with
+    scram_mechanism; the credentials are written into the cluster metadata when the log is formatted,
+    so they apply to fresh starts (fresh=False reuses server.properties and the users as they were).
+    acls: enforce ACLs (StandardAuthorizer, deny unless allowed); the PLAINTEXT listener's User:ANONYMOUS
+    (controller, inter-broker, the probe, and whoever administers the ACLs in tests) is a super user.
+    """
+
+    keystore: Path
+    truststore: Path
+    store_type: Literal["PEM", "JKS", "PKCS12"] = "PEM"
+    store_password: str | None = None
+    key_password: str | None = None
+    mtls: bool = True
+    scram_users: Mapping[str, str] = field(default_factory=dict)
+    scram_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    acls: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.mtls and not self.scram_users:
+            raise ValueError("SecuritySetup needs mtls=True and/or scram_users")
+        if (self.store_type == "PEM") == (self.store_password is not None):
+            raise ValueError("JKS/PKCS12 stores need store_password; PEM files take none (key_password only)")
+        for name, password in self.scram_users.items():
+            if not (_SCRAM_SAFE.match(name) and _SCRAM_SAFE.match(password)):
+                raise ValueError(f"SCRAM user {name!r}: use letters, digits, '.', '_' and '-' only")
 
 
 def ensure_jars(cache_dir: Path | None = None) -> Path:
@@ -82,12 +127,18 @@ def ensure_jars(cache_dir: Path | None = None) -> Path:
 
 
 def start(
-    state_dir: Path | None = None, *, heap: str = "512m", timeout: float = 90.0, fresh: bool = True
+    state_dir: Path | None = None,
+    *,
+    heap: str = "512m",
+    timeout: float = 90.0,
+    fresh: bool = True,
+    security: SecuritySetup | None = None,
 ) -> KafkaHandle:
     """Start a broker for state_dir, or return the one already serving there.
 
     fresh=True wipes the data and picks new ports; fresh=False reuses both when a formatted data dir
     exists (broker-restart tests). timeout covers broker startup, not the one-off jar download.
+    security adds secured listeners (see SecuritySetup) on a fresh start.
     """
     state = _state_dir(state_dir)
     state.mkdir(parents=True, exist_ok=True)
@@ -101,22 +152,29 @@ def start(
         libs = ensure_jars()
         props, data_dir, log = state / "server.properties", state / "data", state / "kafka.log"
         if not fresh and (data_dir / "meta.properties").is_file() and props.is_file():
-            port, cport = (int(p) for p in re.findall(r"//127\.0\.0\.1:(\d+)", _prop(props, "listeners")))
+            ports = _listener_ports(_prop(props, "listeners"))
         else:
             shutil.rmtree(data_dir, ignore_errors=True)
             log.unlink(missing_ok=True)
-            port, cport = _free_ports(2)
-            props.write_text(_server_properties(data_dir, port, cport))
+            names = ["PLAINTEXT", "CONTROLLER", *_secure_listeners(security)]
+            ports = dict(zip(names, _free_ports(len(names)), strict=True))
+            props.write_text(_server_properties(data_dir, ports["PLAINTEXT"], ports["CONTROLLER"], security, ports))
+            if security is not None:
+                props.chmod(0o600)  # may hold keystore passwords
             fmt = ["kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)]
+            if security is not None:
+                for name, password in security.scram_users.items():
+                    fmt += ["--add-scram", f"{security.scram_mechanism}=[name={name},password={password}]"]
             tool = [*_java(libs, "256m"), "-XX:TieredStopAtLevel=1", *fmt]  # short-lived: C1 is enough
             proc = subprocess.run(tool, capture_output=True, text=True, check=False)
             if proc.returncode:
                 raise RuntimeError(f"kafka-storage format failed:\n{proc.stdout}{proc.stderr}")
+        port, cport = ports["PLAINTEXT"], ports["CONTROLLER"]
         pid = _spawn([*_java(libs, heap), "kafka.Kafka", str(props)], log)
-        handle = KafkaHandle(f"127.0.0.1:{port}", pid, data_dir, state, cport)
-        (state / "broker.json").write_text(
-            json.dumps({"pid": pid, "port": port, "controller_port": cport, "data_dir": str(data_dir)})
-        )
+        secured = {k: v for k, v in ports.items() if k in ("SSL", "SASL_SSL")}
+        handle = _handle(state, pid, data_dir, port, cport, secured)
+        record = {"pid": pid, "port": port, "controller_port": cport, "data_dir": str(data_dir)}
+        (state / "broker.json").write_text(json.dumps({**record, "secured_ports": secured}))
         try:
             _wait_ready(handle, timeout)
         except BaseException:
@@ -202,11 +260,17 @@ def _locked(path: Path) -> Iterator[None]:
 def _recorded(state: Path) -> KafkaHandle | None:
     try:
         rec = json.loads((state / "broker.json").read_text())
-        return KafkaHandle(
-            f"127.0.0.1:{rec['port']}", int(rec["pid"]), Path(rec["data_dir"]), state, rec["controller_port"]
-        )
-    except (OSError, ValueError, KeyError, TypeError):
+        secured = {str(k): int(v) for k, v in rec.get("secured_ports", {}).items()}
+        return _handle(state, int(rec["pid"]), Path(rec["data_dir"]), rec["port"], rec["controller_port"], secured)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _handle(state: Path, pid: int, data_dir: Path, port: int, cport: int, secured: Mapping[str, int]) -> KafkaHandle:
+    def address(name: str) -> str | None:
+        return f"127.0.0.1:{secured[name]}" if name in secured else None
+
+    return KafkaHandle(f"127.0.0.1:{port}", pid, data_dir, state, cport, address("SSL"), address("SASL_SSL"))
 
 
 def _alive(pid: int) -> bool:
@@ -326,8 +390,61 @@ def _prop(path: Path, key: str) -> str:
     raise RuntimeError(f"{key} missing from {path}")
 
 
-def _server_properties(data_dir: Path, port: int, cport: int) -> str:
-    props = {
+def _listener_ports(listeners: str) -> dict[str, int]:
+    """{"PLAINTEXT": 9092, "CONTROLLER": 9093, ...} from `NAME://127.0.0.1:PORT,...`."""
+    return {name: int(port) for name, port in re.findall(r"([A-Z_]+)://127\.0\.0\.1:(\d+)", listeners)}
+
+
+def _secure_listeners(security: SecuritySetup | None) -> list[str]:
+    if security is None:
+        return []
+    return (["SSL"] if security.mtls else []) + (["SASL_SSL"] if security.scram_users else [])
+
+
+def _security_properties(security: SecuritySetup, ports: Mapping[str, int]) -> dict[str, object]:
+    """Listeners and TLS/SASL settings added to the PLAINTEXT+CONTROLLER base (see SecuritySetup)."""
+    secured = _secure_listeners(security)  # listener names are their protocols: SSL, SASL_SSL
+
+    def listeners(*names: str) -> str:
+        return ",".join(f"{n}://127.0.0.1:{ports[n]}" for n in names)
+
+    props: dict[str, object] = {
+        "listeners": listeners("PLAINTEXT", "CONTROLLER", *secured),
+        "advertised.listeners": listeners("PLAINTEXT", *secured),
+        "listener.security.protocol.map": ",".join(f"{n}:{n}" for n in ("PLAINTEXT", *secured))
+        + ",CONTROLLER:PLAINTEXT",
+        "ssl.keystore.type": security.store_type,
+        "ssl.keystore.location": Path(security.keystore).resolve(),
+        "ssl.truststore.type": security.store_type,
+        "ssl.truststore.location": Path(security.truststore).resolve(),
+    }
+    if security.store_password is not None:
+        props["ssl.keystore.password"] = props["ssl.truststore.password"] = security.store_password
+    if security.key_password is not None:
+        props["ssl.key.password"] = security.key_password
+    if security.mtls:
+        props["listener.name.ssl.ssl.client.auth"] = "required"
+    if security.scram_users:
+        mechanism = security.scram_mechanism
+        props["sasl.enabled.mechanisms"] = mechanism
+        props[f"listener.name.sasl_ssl.{mechanism.lower()}.sasl.jaas.config"] = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        )
+    if security.acls:
+        props["authorizer.class.name"] = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+        props["allow.everyone.if.no.acl.found"] = "false"
+        props["super.users"] = "User:ANONYMOUS"
+    return props
+
+
+def _server_properties(
+    data_dir: Path,
+    port: int,
+    cport: int,
+    security: SecuritySetup | None = None,
+    ports: Mapping[str, int] | None = None,
+) -> str:
+    props: dict[str, object] = {
         "process.roles": "broker,controller",
         "node.id": 1,
         "controller.quorum.voters": f"1@127.0.0.1:{cport}",
@@ -359,6 +476,8 @@ def _server_properties(data_dir: Path, port: int, cport: int) -> str:
         "broker.heartbeat.interval.ms": 500,
         "broker.session.timeout.ms": 3000,
     }
+    if security is not None:
+        props.update(_security_properties(security, ports or {}))
     header = "# Written by streams/localkafka.py; rewritten on every fresh start.\n"
     return header + "".join(f"{key}={value}\n" for key, value in props.items())
 

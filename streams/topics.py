@@ -37,7 +37,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_reps_roster, p, COMPACT, copartitioned=True),
         TopicSpec(settings.topic_policies, p, COMPACT),
         TopicSpec(settings.topic_assignments, p, {}),
-        TopicSpec(settings.topic_dlq, p, {"retention.ms": str(14 * 24 * 3600 * 1000)}),
+        # Raw payloads (personal data) age out: 14 days, in daily segments so nothing lingers a week longer.
+        TopicSpec(
+            settings.topic_dlq, p, {"retention.ms": str(14 * 24 * 3600 * 1000), "segment.ms": str(24 * 3600 * 1000)}
+        ),
         TopicSpec(pool_events_topic(settings), p, {}, internal=True, copartitioned=True),
         TopicSpec(lead_events_topic(settings), p, {}, internal=True, copartitioned=True),
         # Created up front (Faust would create them too): a changelog that appears while the first
