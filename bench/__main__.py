@@ -1,16 +1,18 @@
-"""python -m bench [decide] : run the benchmarks and print their tables."""
+"""python -m bench [decide] [worker]: run the benchmarks and print their tables (default: decide)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import decide
+from bench import decide, worker
 
 
 def main(argv: list[str]) -> int:
     which = argv or ["decide"]
     if "decide" in which:
         decide.main()
+    if "worker" in which:
+        worker.main()
     return 0
 
 

@@ -55,7 +55,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         table_standby_replicas=settings.standby_replicas,
         # One writer per pool: an agent handles its partitions' events strictly in order.
         stream_buffer_maxsize=4096,
-        producer_linger=0.0,
+        producer_linger=settings.producer_linger_ms / 1000,
         autodiscover=False,
         loghandlers=[],
     )

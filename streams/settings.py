@@ -82,6 +82,9 @@ class Settings(BaseModel):
     commit_interval_seconds: Annotated[float, Field(gt=0)] = Field(
         2.8, description="How often consumed offsets are committed (lower: fewer re-deliveries after a crash)"
     )
+    producer_linger_ms: Annotated[float, Field(ge=0, le=1000)] = Field(
+        5, description="How long sends wait to be batched: throughput for a few ms of latency"
+    )
     standby_replicas: Annotated[int, Field(ge=0)] = Field(
         1, description="Warm table copies on other workers, for fast failover"
     )
