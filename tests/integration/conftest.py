@@ -24,6 +24,7 @@ TOPICS = {
     "LEADS_NEW": "leads.new",
     "DEALS_CLOSED": "deals.closed",
     "REPS_ROSTER": "reps.roster",
+    "POLICIES": "routing.policies",
     "ASSIGNMENTS": "leads.assignments",
     "DLQ": "leads.dlq",
 }
