@@ -213,7 +213,7 @@ def parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_verify)
     d = sub.add_parser("demo", help="local Kafka + worker + demo roster + synthetic traffic, then a summary")
     d.add_argument("--seconds", type=float, default=30)
-    d.add_argument("--rate", type=float, default=15, help="leads per second")
+    d.add_argument("--rate", type=float, default=10, help="leads per second")
     d.add_argument("--seed", type=int, default=7)
     d.set_defaults(func=cmd_demo)
     return p

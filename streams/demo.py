@@ -37,7 +37,7 @@ class Tally:
 
 
 async def _traffic(settings: Settings, tally: Tally, seconds: float, rate: float, seed: int) -> None:
-    """Leads at `rate`/s; about half of the assigned ones close 2-4 s later; a few malformed records."""
+    """Leads at `rate`/s; about 70 % of the assigned ones close 1-3 s later; a few malformed records."""
     rng = random.Random(seed)
     producer = AIOKafkaProducer(**client_kwargs(settings), acks="all")
     try:
@@ -50,8 +50,8 @@ async def _traffic(settings: Settings, tally: Tally, seconds: float, rate: float
             tally.leads[lead.lead_id] = lead
             tally.sent_at[lead.lead_id] = time.time()
             await producer.send(settings.topic_leads_new, key=lead.lead_id.encode(), value=synthetic.wire(lead))
-            if rng.random() < 0.5:
-                due.append((time.monotonic() + rng.uniform(2, 4), lead))
+            if rng.random() < 0.7:
+                due.append((time.monotonic() + rng.uniform(1, 3), lead))
             if rng.random() < 0.01:
                 tally.bad += 1
                 await producer.send(settings.topic_leads_new, value=rng.choice(BAD_RECORDS))
@@ -149,7 +149,7 @@ def _wait_for_roster(settings: Settings, entries: int, timeout: float = 60) -> N
     raise TimeoutError(f"the worker did not apply the demo roster within {timeout}s")
 
 
-def run_demo(*, seconds: float = 30, rate: float = 15, seed: int = 7) -> int:
+def run_demo(*, seconds: float = 30, rate: float = 10, seed: int = 7) -> int:
     started_kafka = localkafka.status(STATE / "kafka") is None
     kafka = localkafka.start(STATE / "kafka")
     run = time.strftime("%Y%m%d-%H%M%S")
