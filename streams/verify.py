@@ -108,6 +108,7 @@ async def collect(settings: Settings) -> dict[str, list[Any]]:
         "decisions": settings.topic_assignments,
         "dlq": settings.topic_dlq,
         "loads": changelog_topic(settings.app_id, "loads"),
+        "reps": changelog_topic(settings.app_id, "reps"),
         "pool_events": pool_events_topic(settings),
     }
     results = await asyncio.gather(*(read_all(settings, t) for t in topics.values()))
@@ -159,6 +160,8 @@ def check(records: dict[str, list[Any]], settings: Settings, *, check_state: boo
         _check_state(
             report, first, [r for r in records["deals"] if (r.partition, r.offset) not in dead_deals], records["loads"]
         )
+        if records.get("pool_events"):
+            _check_reps_state(report, pool_log, records.get("reps") or [])
     return report
 
 
@@ -313,20 +316,7 @@ def _check_state(
         if deal.lead_id in owner and deal.lead_id not in closed:
             closed.add(deal.lead_id)
             expected[owner[deal.lead_id]] -= 1
-    # The newest record per key: by offset within a partition (what recovery replays), and by timestamp
-    # between partitions (a key written to two partitions, e.g. by a foreign producer).
-    newest: dict[str, dict[int, Any]] = defaultdict(dict)
-    for r in loads:
-        key = r.key.decode()
-        key = orjson.loads(key) if key.startswith('"') else key
-        held = newest[key].get(r.partition)
-        if held is None or r.offset > held.offset:
-            newest[key][r.partition] = r
-    actual: dict[str, int] = {}
-    for key, per_partition in newest.items():
-        last = max(per_partition.values(), key=lambda r: (r.timestamp, r.partition))
-        if last.value is not None:
-            actual[key] = int(orjson.loads(last.value).get("open", 0))
+    actual = {key: int(orjson.loads(value).get("open", 0)) for key, value in _newest(loads).items()}
     for key in sorted(set(expected) | set(actual)):
         if expected.get(key, 0) != actual.get(key, 0):
             report.state_mismatches.append(f"{key}: table {actual.get(key, 0)} != replay {expected.get(key, 0)}")
@@ -334,3 +324,39 @@ def _check_state(
 
 def verify(settings: Settings, *, check_state: bool = True) -> Report:
     return check(asyncio.run(collect(settings)), settings, check_state=check_state)
+
+
+def _newest(changelog: list[Any]) -> dict[str, bytes]:
+    """A table as its changelog says: the newest record per key, by offset within a partition (what
+    recovery replays) and by timestamp between partitions (a key written to two partitions, e.g. by a
+    foreign producer); tombstones remove the key."""
+    newest: dict[str, dict[int, Any]] = defaultdict(dict)
+    for r in changelog:
+        key = r.key.decode()
+        key = orjson.loads(key) if key.startswith('"') else key
+        held = newest[key].get(r.partition)
+        if held is None or r.offset > held.offset:
+            newest[key][r.partition] = r
+    out: dict[str, bytes] = {}
+    for key, per_partition in newest.items():
+        last = max(per_partition.values(), key=lambda r: (r.timestamp, r.partition))
+        if last.value is not None:
+            out[key] = last.value
+    return out
+
+
+def _check_reps_state(report: Report, pool_log: _PoolLog, reps: list[Any]) -> None:
+    """I3 for the roster: the reps table equals the last profile each pool's log gave each rep (a roster
+    change the route agent never applied would silently keep a rep out of, or in, a pool)."""
+    expected: dict[str, RepUpdated | None] = {}
+    for events in pool_log.partitions.values():
+        for ev in events:
+            if isinstance(ev, RepChanged):
+                expected[f"{ev.pool}|{ev.rep_id}"] = ev.profile
+    actual = {key: orjson.loads(value) for key, value in _newest(reps).items()}
+    for key in sorted(set(expected) | set(actual)):
+        profile, row = expected.get(key), actual.get(key)
+        want = None if profile is None else (profile.capacity, profile.availability, profile.active)
+        have = None if row is None else (row.get("capacity"), row.get("availability"), row.get("active"))
+        if want != have:
+            report.state_mismatches.append(f"reps {key}: table {have} != pool log {want}")
