@@ -19,6 +19,7 @@ from streams.codecs import dump, parse_internal
 from streams.context import Context
 from streams.dlq import send_dead_letter
 from streams.errors import UnknownLead
+from streams.gaps import OffsetTracker, repair
 
 MAX_PARKED = 10
 
@@ -96,8 +97,8 @@ def on_index_expired(ctx: Context, ev: IndexExpired, now: datetime) -> None:
             del ctx.tables.lead_index[lead_id]
 
 
-async def handle(ctx: Context, event: Any) -> None:
-    ev = parse_internal(LEAD_EVENT, event.value)
+async def handle_value(ctx: Context, raw: bytes | None) -> None:
+    ev = parse_internal(LEAD_EVENT, raw)
     now = datetime.now(UTC)
     if isinstance(ev, LeadIndexed):
         await on_indexed(ctx, ev, now)
@@ -110,9 +111,18 @@ async def handle(ctx: Context, event: Any) -> None:
 
 
 def register(app: faust.App, ctx: Context) -> Any:
+    tracker = OffsetTracker()
+    app.on_partitions_revoked.connect(tracker.clear)
+    app.on_partitions_assigned.connect(tracker.clear)
+
+    async def handle(ctx: Context, event: Any) -> None:
+        await repair(ctx, tracker, event, "match_deals", lambda raw: handle_value(ctx, raw))
+        await handle_value(ctx, event.value)
+
     @app.agent(ctx.topics.lead_events, name="match_deals")
     async def match_deals(stream: Any) -> Any:
         async for event in stream.events():
             yield await handle_guarded(ctx, "match_deals", event, handle)
 
+    match_deals.tracker = tracker  # type: ignore[attr-defined]  # for tests and introspection
     return match_deals

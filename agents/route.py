@@ -29,6 +29,7 @@ from streams.boundary import handle_guarded
 from streams.codecs import dump, parse_internal
 from streams.context import Context
 from streams.errors import InvalidPolicy, StalePolicy, UnknownLead
+from streams.gaps import OffsetTracker, repair
 from streams.poolcache import PoolCache
 from streams.tables import key
 
@@ -168,8 +169,12 @@ def register(app: faust.App, ctx: Context, default_policy: Policy) -> Any:
     app.on_partitions_revoked.connect(cache.clear)
     app.on_partitions_assigned.connect(cache.clear)
 
-    async def handle(ctx: Context, event: Any) -> None:
-        ev = parse_internal(POOL_EVENT, event.value)
+    tracker = OffsetTracker()
+    app.on_partitions_revoked.connect(tracker.clear)
+    app.on_partitions_assigned.connect(tracker.clear)
+
+    async def handle_value(raw: bytes | None) -> None:
+        ev = parse_internal(POOL_EVENT, raw)
         now = datetime.now(UTC)  # the wall clock enters here, at the edge, and is passed into the core
         if isinstance(ev, LeadArrived):
             with logs.bind(lead_id=ev.lead.lead_id, pool=ev.pool):
@@ -183,10 +188,15 @@ def register(app: faust.App, ctx: Context, default_policy: Policy) -> Any:
         else:
             on_expire(ctx, ev, now)
 
+    async def handle(ctx: Context, event: Any) -> None:
+        await repair(ctx, tracker, event, "route", handle_value)
+        await handle_value(event.value)
+
     @app.agent(ctx.topics.pool_events, name="route")
     async def route(stream: Any) -> Any:
         async for event in stream.events():
             yield await handle_guarded(ctx, "route", event, handle)
 
     route.cache = cache  # type: ignore[attr-defined]  # for tests and introspection
+    route.tracker = tracker  # type: ignore[attr-defined]
     return route

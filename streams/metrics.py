@@ -109,6 +109,7 @@ class Metrics:
     dead_letters: Counter
     deals: Counter
     internal_errors: Counter
+    offset_gaps: Counter
     open_leads: Gauge
     capacity: Gauge
     fairness: Gauge
@@ -193,6 +194,12 @@ class Metrics:
                 "leadrelay_internal_errors",
                 "Unexpected errors while handling one record (record dead-lettered, loop continued)",
                 ["agent"],
+                registry=registry,
+            ),
+            offset_gaps=Counter(
+                "leadrelay_offset_gap_records",
+                "Internal-topic records the consumer skipped and the agent re-read itself",
+                ["topic"],
                 registry=registry,
             ),
             open_leads=Gauge("leadrelay_open_leads", "Open leads held by reps, per pool", ["pool"], registry=registry),
@@ -310,6 +317,9 @@ class Metrics:
 
     def record_internal_error(self, agent: str) -> None:
         self.internal_errors.labels(agent=agent).inc()
+
+    def record_offset_gap(self, topic: str, records: int) -> None:
+        self.offset_gaps.labels(topic=topic).inc(records)
 
     def record_release(self, pool: str) -> None:
         """A closed deal freed one open lead (the next decision re-sets the exact pool totals)."""
