@@ -9,7 +9,7 @@ import faust
 from agents.ingest_leads import kafka_time, origin_of
 from schemas.events import DealClosed
 from schemas.internal import DealUnrouted
-from streams.boundary import handle_guarded
+from streams.boundary import guarded_agent
 from streams.codecs import dump, parse
 from streams.context import Context
 
@@ -22,9 +22,4 @@ async def handle(ctx: Context, event: Any) -> None:
 
 
 def register(app: faust.App, ctx: Context) -> Any:
-    @app.agent(ctx.topics.deals_closed, name="ingest_deals")
-    async def ingest_deals(stream: Any) -> Any:
-        async for event in stream.events():
-            yield await handle_guarded(ctx, "ingest_deals", event, handle)
-
-    return ingest_deals
+    return guarded_agent(app, ctx, ctx.topics.deals_closed, "ingest_deals", handle)

@@ -11,7 +11,7 @@ import faust
 from routing.territory import resolve_pool
 from schemas.events import LeadCreated
 from schemas.internal import LeadArrived, Origin
-from streams.boundary import handle_guarded
+from streams.boundary import guarded_agent
 from streams.codecs import dump, parse
 from streams.context import Context
 
@@ -34,9 +34,4 @@ async def handle(ctx: Context, event: Any) -> None:
 
 
 def register(app: faust.App, ctx: Context) -> Any:
-    @app.agent(ctx.topics.leads_new, name="ingest_leads")
-    async def ingest_leads(stream: Any) -> Any:
-        async for event in stream.events():
-            yield await handle_guarded(ctx, "ingest_leads", event, handle)
-
-    return ingest_leads
+    return guarded_agent(app, ctx, ctx.topics.leads_new, "ingest_leads", handle)

@@ -9,7 +9,7 @@ import faust
 from agents.ingest_leads import origin_of
 from routing.policy import PolicyError, parse_policy
 from schemas.internal import PolicyChanged
-from streams.boundary import handle_guarded
+from streams.boundary import guarded_agent
 from streams.codecs import check_size, dump
 from streams.context import Context
 from streams.errors import InvalidPolicy, KeyMismatch
@@ -37,9 +37,4 @@ async def handle(ctx: Context, event: Any) -> None:
 
 
 def register(app: faust.App, ctx: Context) -> Any:
-    @app.agent(ctx.topics.policies, name="ingest_policies")
-    async def ingest_policies(stream: Any) -> Any:
-        async for event in stream.events():
-            yield await handle_guarded(ctx, "ingest_policies", event, handle)
-
-    return ingest_policies
+    return guarded_agent(app, ctx, ctx.topics.policies, "ingest_policies", handle)

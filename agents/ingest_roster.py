@@ -8,7 +8,7 @@ import faust
 
 from schemas.events import RepUpdated
 from schemas.internal import RepChanged
-from streams.boundary import handle_guarded
+from streams.boundary import guarded_agent
 from streams.codecs import dump, parse
 from streams.context import Context
 from streams.errors import KeyMismatch
@@ -37,9 +37,4 @@ async def handle(ctx: Context, event: Any) -> None:
 
 
 def register(app: faust.App, ctx: Context) -> Any:
-    @app.agent(ctx.topics.reps_roster, name="ingest_roster")
-    async def ingest_roster(stream: Any) -> Any:
-        async for event in stream.events():
-            yield await handle_guarded(ctx, "ingest_roster", event, handle)
-
-    return ingest_roster
+    return guarded_agent(app, ctx, ctx.topics.reps_roster, "ingest_roster", handle)

@@ -14,7 +14,7 @@ from typing import Any
 import faust
 
 from schemas.internal import LEAD_EVENT, DealArrived, DealUnrouted, IndexExpired, LeadIndexed, PendingExpired
-from streams.boundary import handle_guarded
+from streams.boundary import guarded_agent
 from streams.codecs import dump, parse_internal
 from streams.context import Context
 from streams.dlq import send_dead_letter
@@ -119,10 +119,7 @@ def register(app: faust.App, ctx: Context) -> Any:
         await repair(ctx, tracker, event, "match_deals", lambda raw: handle_value(ctx, raw))
         await handle_value(ctx, event.value)
 
-    @app.agent(ctx.topics.lead_events, name="match_deals")
-    async def match_deals(stream: Any) -> Any:
-        async for event in stream.events():
-            yield await handle_guarded(ctx, "match_deals", event, handle)
+    match_deals = guarded_agent(app, ctx, ctx.topics.lead_events, "match_deals", handle)
 
     match_deals.tracker = tracker  # type: ignore[attr-defined]  # for tests and introspection
     return match_deals

@@ -25,7 +25,7 @@ from schemas.internal import (
     RepChanged,
 )
 from streams import logs
-from streams.boundary import handle_guarded
+from streams.boundary import guarded_agent
 from streams.codecs import dump, parse_internal
 from streams.context import Context
 from streams.errors import InvalidPolicy, StalePolicy, UnknownLead
@@ -192,10 +192,7 @@ def register(app: faust.App, ctx: Context, default_policy: Policy) -> Any:
         await repair(ctx, tracker, event, "route", handle_value)
         await handle_value(event.value)
 
-    @app.agent(ctx.topics.pool_events, name="route")
-    async def route(stream: Any) -> Any:
-        async for event in stream.events():
-            yield await handle_guarded(ctx, "route", event, handle)
+    route = guarded_agent(app, ctx, ctx.topics.pool_events, "route", handle)
 
     route.cache = cache  # type: ignore[attr-defined]  # for tests and introspection
     route.tracker = tracker  # type: ignore[attr-defined]

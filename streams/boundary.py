@@ -36,3 +36,13 @@ async def handle_guarded(ctx: Context, agent: str, event: Any, handler: Handler)
         # Not retried in place (that would reorder the pool's log): ops can replay it from the DLQ.
         await dead_letter(ctx, event, exc, agent=agent)
     return False
+
+
+def guarded_agent(app: Any, ctx: Context, topic: Any, name: str, handler: Handler) -> Any:
+    """The one agent loop every agent runs: each event through handle_guarded, yielding handled-or-not."""
+
+    async def loop(stream: Any) -> Any:
+        async for event in stream.events():
+            yield await handle_guarded(ctx, name, event, handler)
+
+    return app.agent(topic, name=name)(loop)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from streams import localkafka
 from tests import factories
 
 
@@ -23,3 +25,20 @@ def make_rep() -> Callable[..., Any]:
 @pytest.fixture
 def make_deal() -> Callable[..., Any]:
     return factories.make_deal
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real broker for the whole session (integration and chaos tests share it; tests that restart a
+    broker start their own). LEADRELAY_TEST_BOOTSTRAP reuses a running one; otherwise a failure to start
+    is an error, never a skip. Skip broker tests locally with -m 'not integration'."""
+    existing = os.environ.get("LEADRELAY_TEST_BOOTSTRAP")
+    if existing:
+        yield existing
+        return
+    state = tmp_path_factory.mktemp("kafka")
+    handle = localkafka.start(state)
+    try:
+        yield handle.bootstrap
+    finally:
+        localkafka.stop(state)

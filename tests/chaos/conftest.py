@@ -382,22 +382,6 @@ def worker_logs(dep: Deployment, lines: int = 30) -> str:
 # ---------------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The session broker (LEADRELAY_TEST_BOOTSTRAP reuses one). Tests that restart a broker start
-    their own with `own_broker`, never this one."""
-    existing = os.environ.get("LEADRELAY_TEST_BOOTSTRAP")
-    if existing:
-        yield existing
-        return
-    state = tmp_path_factory.mktemp("kafka")
-    handle = localkafka.start(state)
-    try:
-        yield handle.bootstrap
-    finally:
-        localkafka.stop(state)
-
-
 @pytest.fixture
 def chaos(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
     """Make isolated deployments (own topics, group, state dirs) with the chaos settings."""

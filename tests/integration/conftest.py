@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -15,7 +14,7 @@ import orjson
 import pytest
 
 from schemas.events import AssignmentDecision, DealClosed, LeadCreated, RepUpdated
-from streams import localkafka, synthetic
+from streams import synthetic
 from streams.clients import produce, read_all
 from streams.settings import Settings
 from streams.supervise import WorkerProcess, free_port
@@ -28,22 +27,6 @@ TOPICS = {
     "ASSIGNMENTS": "leads.assignments",
     "DLQ": "leads.dlq",
 }
-
-
-@pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real broker. LEADRELAY_TEST_BOOTSTRAP reuses one; otherwise it is started here and any failure
-    to start is an error (never a skip), in CI and locally alike. Skip locally with -m 'not integration'."""
-    existing = os.environ.get("LEADRELAY_TEST_BOOTSTRAP")
-    if existing:
-        yield existing
-        return
-    state = tmp_path_factory.mktemp("kafka")
-    handle = localkafka.start(state)
-    try:
-        yield handle.bootstrap
-    finally:
-        localkafka.stop(state)
 
 
 @dataclass
