@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from streams.context import Context
 from streams.dlq import send_dead_letter
@@ -32,6 +34,13 @@ class OffsetTracker:
 
     def clear(self, *_: Any, **__: Any) -> None:
         self._last.clear()  # after a rebalance the next offset is whatever was committed: no baseline
+
+    def seen(self, topic: str, partition: int) -> bool:
+        return (topic, partition) in self._last
+
+    def seed(self, topic: str, partition: int, next_offset: int) -> None:
+        """Baseline at (re)assignment: the group's committed offset is the next one to be handled."""
+        self._last[(topic, partition)] = next_offset - 1
 
     def gap(self, topic: str, partition: int, offset: int) -> tuple[int, int] | None:
         """[start, end) of offsets skipped before `offset`, or None. Redeliveries are not gaps."""
@@ -60,6 +69,22 @@ async def fetch_range(ctx: Context, topic: str, partition: int, start: int, end:
     return found
 
 
+async def committed_offset(ctx: Context, topic: str, partition: int) -> int | None:
+    """The group's committed offset for a partition (0 when it has none); None when it cannot be read."""
+    tp = TopicPartition(topic, partition)
+    admin = AIOKafkaAdminClient(**client_kwargs(ctx.settings))
+    try:
+        await admin.start()
+        offsets = await admin.list_consumer_group_offsets(ctx.settings.app_id, partitions=[tp])
+    except KafkaError as exc:  # no baseline then: gaps are still caught from the second record on
+        log.warning("cannot read the committed offset of %s[%s]: %s", topic, partition, exc)
+        return None
+    finally:
+        await admin.close()
+    meta = offsets.get(tp)
+    return meta.offset if meta is not None and meta.offset >= 0 else 0
+
+
 async def repair(
     ctx: Context,
     tracker: OffsetTracker,
@@ -69,6 +94,12 @@ async def repair(
 ) -> None:
     """Before `event` is handled: if records were skipped since the last one, re-read and handle them."""
     msg = event.message
+    if not tracker.seen(msg.topic, msg.partition):
+        # First record since this worker got the partition: it should be the group's committed offset.
+        # A record before it that never arrives would otherwise go unnoticed (no baseline yet).
+        start = await committed_offset(ctx, msg.topic, msg.partition)
+        if start is not None and start <= msg.offset:
+            tracker.seed(msg.topic, msg.partition, start)
     gap = tracker.gap(msg.topic, msg.partition, msg.offset)
     if gap is None:
         return

@@ -50,3 +50,17 @@ async def test_a_bad_skipped_record_is_dead_lettered_with_its_own_offset(kit: Ki
     dead = kit.sent("dlq")
     assert [d.header("x-leadrelay-source-offset") for d in dead] == ["1", "2"]
     assert {d.header("x-leadrelay-reason") for d in dead} == {"invalid_json"}
+
+
+async def test_a_skip_right_after_assignment_is_found_from_the_committed_offset(
+    kit: Kit, fetched, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def committed(ctx, topic, partition):
+        return 0  # the group had committed nothing: offset 0 is the first record to handle
+
+    monkeypatch.setattr(gaps, "committed_offset", committed)
+    async with kit.agent("route").test_context() as agent:
+        agent.sent_offset = 1  # the consumer starts at 1: offset 0 was never delivered
+        await agent.put(value=kit.lead_arrived("p", "lead-1"), key=b"p")
+    assert fetched == [(POOL_EVENTS, 0, 0, 1)]
+    assert [s.json()["lead_id"] for s in kit.sent("assignments")] == ["lead-skipped", "lead-1"]

@@ -30,3 +30,13 @@ def test_a_rebalance_forgets_the_baseline() -> None:
     t.gap("pool-events", 0, 5)
     t.clear("app", revoked={"anything"})  # signal handlers get (sender, ...) arguments
     assert t.gap("pool-events", 0, 40) is None
+
+
+def test_a_seed_makes_the_first_record_comparable() -> None:
+    t = OffsetTracker()
+    assert not t.seen("pool-events", 0)
+    t.seed("pool-events", 0, 7)  # the group's committed offset: 7 is the next record to handle
+    assert t.seen("pool-events", 0)
+    assert t.gap("pool-events", 0, 9) == (7, 9)
+    t.seed("pool-events", 1, 3)
+    assert t.gap("pool-events", 1, 3) is None
