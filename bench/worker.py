@@ -31,17 +31,7 @@ def _settings(bootstrap: str, ns: str) -> dict[str, str]:
         "LEADRELAY_BOOTSTRAP_SERVERS": bootstrap,
         "LEADRELAY_APP_ID": f"bench-{ns}",
         "LEADRELAY_LOG_LEVEL": "warning",
-        **{
-            f"LEADRELAY_TOPIC_{k}": f"{ns}.{v}"
-            for k, v in {
-                "LEADS_NEW": "leads.new",
-                "DEALS_CLOSED": "deals.closed",
-                "REPS_ROSTER": "reps.roster",
-                "POLICIES": "routing.policies",
-                "ASSIGNMENTS": "leads.assignments",
-                "DLQ": "leads.dlq",
-            }.items()
-        },
+        **Settings.namespaced_topics(ns),
     }
 
 

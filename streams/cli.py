@@ -151,15 +151,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     report = verify(_settings(args), check_state=not args.no_state)
     print(report.table())
-    for name in (
-        "conflicting_decisions",
-        "lost_leads",
-        "capacity_violations",
-        "state_mismatches",
-        "unavailable_assignments",
-        "skipped_offsets",
-    ):
-        for item in getattr(report, name)[:20]:
+    for name, items in report.problems().items():
+        for item in items[:20]:
             print(f"{name}: {item}")
     return 0 if report.ok else 1
 

@@ -159,7 +159,7 @@ def run_demo(*, seconds: float = 30, rate: float = 10, seed: int = 7) -> int:
         "LEADRELAY_DATA_DIR": str(STATE / f"demo-{run}" / "tables"),
         "LEADRELAY_WEB_PORT": str(free_port()),
         "LEADRELAY_ROSTER_FILE": str(DEMO / "roster.json"),
-        **{f"LEADRELAY_TOPIC_{name}": f"demo-{run}.{topic}" for name, topic in _DEMO_TOPICS.items()},
+        **Settings.namespaced_topics(f"demo-{run}"),
     }
     settings = Settings.from_env(env, DEMO / "settings.yaml")
     roster = load_roster(DEMO / "roster.json")
@@ -177,13 +177,3 @@ def run_demo(*, seconds: float = 30, rate: float = 10, seed: int = 7) -> int:
         worker.stop()
         if started_kafka:
             localkafka.stop(STATE / "kafka")
-
-
-_DEMO_TOPICS = {
-    "LEADS_NEW": "leads.new",
-    "DEALS_CLOSED": "deals.closed",
-    "REPS_ROSTER": "reps.roster",
-    "POLICIES": "routing.policies",
-    "ASSIGNMENTS": "leads.assignments",
-    "DLQ": "leads.dlq",
-}

@@ -171,5 +171,17 @@ class Settings(BaseModel):
             source = _env(str(first["loc"][0])) if first["loc"] else "settings"
             raise SettingsError(f"invalid setting {where} ({source} or config file): {first['msg']}") from exc
 
+    @classmethod
+    def namespaced_topics(cls, prefix: str) -> dict[str, str]:
+        """LEADRELAY_TOPIC_* variables putting every topic under `prefix.` (demo runs, tests, benches).
+
+        Derived from the fields, so a new topic setting can never be left shared by accident.
+        """
+        return {
+            _env(name): f"{prefix}.{field.default}"
+            for name, field in cls.model_fields.items()
+            if name.startswith("topic_")
+        }
+
     def with_overrides(self, **values: Any) -> Settings:
         return type(self).model_validate({**self.model_dump(), **values})

@@ -52,18 +52,24 @@ class Report:
     checked_in_pool_log: int = 0  # decisions whose I4 check used the pool log (the rest: roster timestamps)
     checked_state: bool = False
 
+    PROBLEMS = (
+        "conflicting_decisions",
+        "lost_leads",
+        "capacity_violations",
+        "state_mismatches",
+        "unavailable_assignments",
+        "skipped_offsets",
+        "skipped_deals",
+        "unexplained_dead_letters",
+    )
+
+    def problems(self) -> dict[str, list[str]]:
+        """Every failed check with its findings (empty when the run kept all invariants)."""
+        return {name: getattr(self, name) for name in self.PROBLEMS if getattr(self, name)}
+
     @property
     def ok(self) -> bool:
-        return not (
-            self.conflicting_decisions
-            or self.lost_leads
-            or self.skipped_offsets
-            or self.capacity_violations
-            or self.unavailable_assignments
-            or self.state_mismatches
-            or self.skipped_deals
-            or self.unexplained_dead_letters
-        )
+        return not self.problems()
 
     def table(self) -> str:
         def row(name: str, value: Any, good: bool | None = None) -> str:

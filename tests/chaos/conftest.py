@@ -347,17 +347,8 @@ def publish(name: str, report: Report, seconds: float, notes: str = "") -> None:
     """Print the table (visible with -s) and append it to LEADRELAY_CHAOS_RESULTS if set."""
     text = f"\n### {name}\n\n{notes + chr(10) + chr(10) if notes else ''}{report.table()}\n\n({seconds:.0f} s)\n"
     print(text)
-    for label in (
-        "conflicting_decisions",
-        "lost_leads",
-        "capacity_violations",
-        "state_mismatches",
-        "unavailable_assignments",
-        "skipped_offsets",
-        "skipped_deals",
-        "unexplained_dead_letters",
-    ):
-        for item in getattr(report, label)[:10]:
+    for label, items in report.problems().items():
+        for item in items[:10]:
             print(f"  {label}: {item}")
     target = os.environ.get("LEADRELAY_CHAOS_RESULTS")
     if target:
@@ -389,10 +380,6 @@ def chaos(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..., Deploy
 
     def make(bootstrap: str | None = None, **extra: str) -> Deployment:
         dep = Deployment(bootstrap or kafka_bootstrap, tmp_path / f"d{len(made)}", PARTITIONS, {**CHAOS_ENV, **extra})
-        # The harness namespaces every topic but the policies topic: without this, all deployments of a
-        # session would share `routing.policies` and replay each other's policy records.
-        dep.env["LEADRELAY_TOPIC_POLICIES"] = f"{dep.ns}.routing.policies"
-        dep.settings = Settings.from_env(dep.env)
         made.append(dep)
         return dep
 

@@ -120,7 +120,9 @@ def test_workers_never_outnumber_partitions(tmp_path: Path) -> None:
     """Scaling by partitions: one consumer group, so replicas beyond `partitions` would sit idle."""
     config = k8s_kind("ConfigMap")["data"]["settings.yaml"]
     settings = settings_from(config, tmp_path, {})
-    assert 1 <= k8s_kind("StatefulSet")["spec"]["replicas"] <= settings.partitions
+    replicas = k8s_kind("StatefulSet")["spec"]["replicas"]
+    assert replicas >= 1
+    assert replicas <= settings.partitions, "a worker beyond the partition count would sit idle"
 
 
 def test_configmap_carries_the_deploy_settings_file(tmp_path: Path) -> None:

@@ -19,15 +19,6 @@ from streams.clients import produce, read_all
 from streams.settings import Settings
 from streams.supervise import WorkerProcess, free_port
 
-TOPICS = {
-    "LEADS_NEW": "leads.new",
-    "DEALS_CLOSED": "deals.closed",
-    "REPS_ROSTER": "reps.roster",
-    "POLICIES": "routing.policies",
-    "ASSIGNMENTS": "leads.assignments",
-    "DLQ": "leads.dlq",
-}
-
 
 @dataclass
 class Deployment:
@@ -46,7 +37,7 @@ class Deployment:
             "LEADRELAY_APP_ID": f"lr-{self.ns}",
             "LEADRELAY_PARTITIONS": str(self.partitions),
             "LEADRELAY_LOG_LEVEL": "info",
-            **{f"LEADRELAY_TOPIC_{k}": f"{self.ns}.{v}" for k, v in TOPICS.items()},
+            **Settings.namespaced_topics(self.ns),
             **self.extra,
         }
         self.settings = Settings.from_env(self.env)

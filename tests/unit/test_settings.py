@@ -184,3 +184,12 @@ def test_with_overrides_revalidates():
     assert (s.partitions, s.app_id) == (16, "x")
     with pytest.raises(ValueError, match="partitions"):
         Settings().with_overrides(partitions=0)
+
+
+def test_namespaced_topics_cover_every_topic_setting():
+    env = Settings.namespaced_topics("ns")
+    topic_fields = [name for name in Settings.model_fields if name.startswith("topic_")]
+    assert sorted(env) == sorted(f"LEADRELAY_{name.upper()}" for name in topic_fields)
+    namespaced = Settings.from_env(env)
+    for name in topic_fields:
+        assert getattr(namespaced, name) == f"ns.{Settings.model_fields[name].default}"
