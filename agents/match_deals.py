@@ -19,7 +19,6 @@ from streams.codecs import dump, parse_internal
 from streams.context import Context
 from streams.dlq import send_dead_letter
 from streams.errors import UnknownLead
-from streams.gaps import OffsetTracker, repair
 
 MAX_PARKED = 10
 
@@ -111,15 +110,7 @@ async def handle_value(ctx: Context, raw: bytes | None) -> None:
 
 
 def register(app: faust.App, ctx: Context) -> Any:
-    tracker = OffsetTracker()
-    app.on_partitions_revoked.connect(tracker.clear)
-    app.on_partitions_assigned.connect(tracker.clear)
-
     async def handle(ctx: Context, event: Any) -> None:
-        await repair(ctx, tracker, event, "match_deals", lambda raw: handle_value(ctx, raw))
         await handle_value(ctx, event.value)
 
-    match_deals = guarded_agent(app, ctx, ctx.topics.lead_events, "match_deals", handle)
-
-    match_deals.tracker = tracker  # type: ignore[attr-defined]  # for tests and introspection
-    return match_deals
+    return guarded_agent(app, ctx, ctx.topics.lead_events, "match_deals", handle)

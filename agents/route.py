@@ -29,7 +29,6 @@ from streams.boundary import guarded_agent
 from streams.codecs import dump, parse_internal
 from streams.context import Context
 from streams.errors import InvalidPolicy, StalePolicy, UnknownLead
-from streams.gaps import OffsetTracker, repair
 from streams.poolcache import PoolCache
 from streams.tables import key
 
@@ -169,10 +168,6 @@ def register(app: faust.App, ctx: Context, default_policy: Policy) -> Any:
     app.on_partitions_revoked.connect(cache.clear)
     app.on_partitions_assigned.connect(cache.clear)
 
-    tracker = OffsetTracker()
-    app.on_partitions_revoked.connect(tracker.clear)
-    app.on_partitions_assigned.connect(tracker.clear)
-
     async def handle_value(raw: bytes | None) -> None:
         ev = parse_internal(POOL_EVENT, raw)
         now = datetime.now(UTC)  # the wall clock enters here, at the edge, and is passed into the core
@@ -189,11 +184,9 @@ def register(app: faust.App, ctx: Context, default_policy: Policy) -> Any:
             on_expire(ctx, ev, now)
 
     async def handle(ctx: Context, event: Any) -> None:
-        await repair(ctx, tracker, event, "route", handle_value)
         await handle_value(event.value)
 
     route = guarded_agent(app, ctx, ctx.topics.pool_events, "route", handle)
 
     route.cache = cache  # type: ignore[attr-defined]  # for tests and introspection
-    route.tracker = tracker  # type: ignore[attr-defined]
     return route

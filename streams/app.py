@@ -12,6 +12,7 @@ from agents import ingest_deals, ingest_leads, ingest_policies, ingest_roster, m
 from routing.policy import DEFAULT_POLICY, Policy, parse_policy
 from streams import lag, web
 from streams.context import Context, Topics
+from streams.gaps import GapReader
 from streams.metrics import Metrics
 from streams.security import faust_credentials
 from streams.settings import Settings
@@ -60,11 +61,15 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         loghandlers=[],
     )
     metrics = Metrics.for_settings(settings, registry if registry is not None else CollectorRegistry())
+    gaps = GapReader(settings)
+    app.on_partitions_revoked.connect(gaps.forget)
+    app.on_before_shutdown.connect(gaps.close)
     ctx = Context(
         settings=settings,
         topics=Topics.create(app, settings),
         tables=Tables.create(app, settings.partitions),
         metrics=metrics,
+        gaps=gaps,
     )
     web.register(app, metrics)
     lag.register(app, metrics)

@@ -9,6 +9,7 @@ from typing import Any
 from streams.context import Context
 from streams.dlq import dead_letter
 from streams.errors import InvalidInput
+from streams.gaps import OffsetTracker, repair
 
 log = logging.getLogger("leadrelay.agents")
 
@@ -39,10 +40,20 @@ async def handle_guarded(ctx: Context, agent: str, event: Any, handler: Handler)
 
 
 def guarded_agent(app: Any, ctx: Context, topic: Any, name: str, handler: Handler) -> Any:
-    """The one agent loop every agent runs: each event through handle_guarded, yielding handled-or-not."""
+    """The one agent loop every agent runs: records the consumer skipped first (streams/gaps.py), then
+    each event through handle_guarded, yielding handled-or-not for the event itself."""
+    tracker = OffsetTracker()
+    app.on_partitions_revoked.connect(tracker.clear)
+    app.on_partitions_assigned.connect(tracker.clear)
+
+    async def replayed(event: Any) -> bool:
+        return await handle_guarded(ctx, name, event, handler)
 
     async def loop(stream: Any) -> Any:
         async for event in stream.events():
+            await repair(ctx, tracker, event, name, replayed)
             yield await handle_guarded(ctx, name, event, handler)
 
-    return app.agent(topic, name=name)(loop)
+    agent = app.agent(topic, name=name)(loop)
+    agent.tracker = tracker  # for tests and introspection
+    return agent

@@ -7,6 +7,7 @@ from typing import Any
 
 import faust
 
+from streams.gaps import GapReader
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.tables import Tables
@@ -51,3 +52,4 @@ class Context:
     topics: Topics
     tables: Tables
     metrics: Metrics
+    gaps: GapReader | None = None  # re-reads what the consumer skipped (streams/gaps.py)

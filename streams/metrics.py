@@ -110,6 +110,7 @@ class Metrics:
     deals: Counter
     internal_errors: Counter
     offset_gaps: Counter
+    offset_gaps_unread: Counter
     open_leads: Gauge
     capacity: Gauge
     fairness: Gauge
@@ -198,7 +199,13 @@ class Metrics:
             ),
             offset_gaps=Counter(
                 "leadrelay_offset_gap_records",
-                "Internal-topic records the consumer skipped and the agent re-read itself",
+                "Records the consumer skipped and the agent re-read and handled itself",
+                ["topic"],
+                registry=registry,
+            ),
+            offset_gaps_unread=Counter(
+                "leadrelay_offset_gap_unread",
+                "Ranges of skipped offsets the agent could not re-read (records possibly unhandled)",
                 ["topic"],
                 registry=registry,
             ),
@@ -320,6 +327,9 @@ class Metrics:
 
     def record_offset_gap(self, topic: str, records: int) -> None:
         self.offset_gaps.labels(topic=topic).inc(records)
+
+    def record_offset_gap_unread(self, topic: str) -> None:
+        self.offset_gaps_unread.labels(topic=topic).inc()
 
     def record_release(self, pool: str) -> None:
         """A closed deal freed one open lead (the next decision re-sets the exact pool totals)."""

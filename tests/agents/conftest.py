@@ -144,6 +144,9 @@ class Kit:
             getattr(self.ctx.tables, f.name).data.clear()
         # route keeps frames and parsed policies per pool in memory (the app lives for the whole session)
         self.agent("route").cache.clear()
+        for agent in self.relay.agents.values():  # offsets restart at 0 in every test context
+            if hasattr(agent, "tracker"):  # every agent; sweep is a timer
+                agent.tracker.clear()
         self.forget_sent()
         # Changelog writes queue up in the (never started) producer's buffer: drop them.
         pending = self.relay.app.producer.buffer.pending
