@@ -19,6 +19,7 @@ from streams.codecs import dump, parse_internal
 from streams.context import Context
 from streams.dlq import send_dead_letter
 from streams.errors import UnknownLead
+from streams.fence import barrier
 
 MAX_PARKED = 10
 
@@ -55,6 +56,7 @@ async def on_indexed(ctx: Context, ev: LeadIndexed, now: datetime) -> None:
     if waiting:
         for parked in waiting:
             await forward(ctx, DealUnrouted.model_validate(parked), ev.pool)
+        await barrier(ctx)  # no stale write after a stall in the sends above (streams/fence.py)
         del t.parked_deals[ev.lead_id]
 
 
@@ -81,6 +83,7 @@ async def on_pending_expired(ctx: Context, ev: PendingExpired, now: datetime) ->
     for deal in (p for p in parked if p.first_seen_at + wait < now):
         await give_up(ctx, deal, ev.lead_id, UnknownLead("no decision for this lead within the wait", field="lead_id"))
     if len(keep) != len(parked):
+        await barrier(ctx)
         if keep:
             t.parked_deals[ev.lead_id] = [p.model_dump(mode="json") for p in keep]
         else:

@@ -12,6 +12,7 @@ from agents import ingest_deals, ingest_leads, ingest_policies, ingest_roster, m
 from routing.policy import DEFAULT_POLICY, Policy, parse_policy
 from streams import lag, web
 from streams.context import Context, Topics
+from streams.fence import TICK_SECONDS, StallFence
 from streams.gaps import GapReader
 from streams.metrics import Metrics
 from streams.security import faust_credentials
@@ -64,14 +65,22 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     gaps = GapReader(settings)
     app.on_partitions_revoked.connect(gaps.forget)
     app.on_before_shutdown.connect(gaps.close)
+    fence = StallFence(app, settings, metrics)
+    app.on_before_shutdown.connect(fence.close)
     ctx = Context(
         settings=settings,
         topics=Topics.create(app, settings),
         tables=Tables.create(app, settings.partitions),
         metrics=metrics,
         gaps=gaps,
+        fence=fence,
     )
     web.register(app, metrics)
+
+    @app.timer(interval=TICK_SECONDS, name="leadrelay.stall_fence")
+    async def stall_fence() -> None:
+        fence.tick()
+
     lag.register(app, metrics)
     agents = {module.__name__.rsplit(".", 1)[-1]: module.register(app, ctx) for module in INGRESS}
     agents["route"] = route.register(app, ctx, default_policy(settings))

@@ -9,6 +9,7 @@ from typing import Any
 from streams.context import Context
 from streams.dlq import dead_letter
 from streams.errors import InvalidInput
+from streams.fence import Fenced, barrier
 from streams.gaps import OffsetTracker, repair
 
 log = logging.getLogger("leadrelay.agents")
@@ -19,8 +20,11 @@ Handler = Callable[[Context, Any], Awaitable[None]]
 async def handle_guarded(ctx: Context, agent: str, event: Any, handler: Handler) -> bool:
     """Run one record's handler; return False when it was dead-lettered instead."""
     try:
+        await barrier(ctx)  # the gap repair before this may have awaited the broker
         await handler(ctx, event)
         return True
+    except Fenced:
+        return False  # not this record's fault: its partition's new owner handles it
     except InvalidInput as exc:
         await dead_letter(ctx, event, exc, agent=agent)
     except Exception as exc:
@@ -40,8 +44,9 @@ async def handle_guarded(ctx: Context, agent: str, event: Any, handler: Handler)
 
 
 def guarded_agent(app: Any, ctx: Context, topic: Any, name: str, handler: Handler) -> Any:
-    """The one agent loop every agent runs: records the consumer skipped first (streams/gaps.py), then
-    each event through handle_guarded, yielding handled-or-not for the event itself."""
+    """The one agent loop every agent runs: no event after a stall until this worker is known to still
+    own it (streams/fence.py), records the consumer skipped first (streams/gaps.py), then each event
+    through handle_guarded, yielding handled-or-not for the event itself."""
     tracker = OffsetTracker()
     app.on_partitions_revoked.connect(tracker.clear)
     app.on_partitions_assigned.connect(tracker.clear)
@@ -51,6 +56,9 @@ def guarded_agent(app: Any, ctx: Context, topic: Any, name: str, handler: Handle
 
     async def loop(stream: Any) -> Any:
         async for event in stream.events():
+            if ctx.fence is not None and not await ctx.fence.admit(event, name):
+                yield False  # its partition moved while this worker stood still: the new owner has it
+                continue
             await repair(ctx, tracker, event, name, replayed)
             yield await handle_guarded(ctx, name, event, handler)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import faust
 
+from streams.fence import StallFence
 from streams.gaps import GapReader
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -53,3 +54,4 @@ class Context:
     tables: Tables
     metrics: Metrics
     gaps: GapReader | None = None  # re-reads what the consumer skipped (streams/gaps.py)
+    fence: StallFence | None = None  # no writes after a stall until membership is confirmed (streams/fence.py)

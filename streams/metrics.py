@@ -111,6 +111,8 @@ class Metrics:
     internal_errors: Counter
     offset_gaps: Counter
     offset_gaps_unread: Counter
+    stalls: Counter
+    fenced_events: Counter
     open_leads: Gauge
     capacity: Gauge
     fairness: Gauge
@@ -207,6 +209,17 @@ class Metrics:
                 "leadrelay_offset_gap_unread",
                 "Ranges of skipped offsets the agent could not re-read (records possibly unhandled)",
                 ["topic"],
+                registry=registry,
+            ),
+            stalls=Counter(
+                "leadrelay_stalls",
+                "Times the worker stood still longer than half the session timeout (GC/VM pause, freeze)",
+                registry=registry,
+            ),
+            fenced_events=Counter(
+                "leadrelay_fenced_events",
+                "Events dropped because the worker was evicted from the group while it stood still",
+                ["agent"],
                 registry=registry,
             ),
             open_leads=Gauge("leadrelay_open_leads", "Open leads held by reps, per pool", ["pool"], registry=registry),

@@ -144,6 +144,9 @@ class Kit:
             getattr(self.ctx.tables, f.name).data.clear()
         # route keeps frames and parsed policies per pool in memory (the app lives for the whole session)
         self.agent("route").cache.clear()
+        fence = self.ctx.fence  # time between tests is not a stall of the worker
+        assert fence is not None
+        fence.suspect, fence._last, fence._evicted_in = False, None, None
         for agent in self.relay.agents.values():  # offsets restart at 0 in every test context
             if hasattr(agent, "tracker"):  # every agent; sweep is a timer
                 agent.tracker.clear()

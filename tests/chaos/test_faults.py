@@ -121,11 +121,6 @@ def test_broker_restart(own_broker, chaos: Callable[..., Deployment]) -> None:  
     )
 
 
-SKIPPED_AFTER_RECOVERY = pytest.mark.xfail(
-    strict=False,
-    reason="known defect (docs/reliability.md, bug 2): after a restart that rebuilds tables, Faust now and then "
-    "commits past pool-events it never delivered to route; seen in 2 of 10 runs",
-)
 ZOMBIE_WRITES = pytest.mark.xfail(
     strict=False,
     reason="known defect (docs/reliability.md, bug 1): at_least_once does not fence a worker evicted while "
@@ -133,7 +128,7 @@ ZOMBIE_WRITES = pytest.mark.xfail(
 )
 
 
-@pytest.mark.parametrize("stop", [pytest.param("sigterm", marks=SKIPPED_AFTER_RECOVERY), "kill9"])
+@pytest.mark.parametrize("stop", ["sigterm", "kill9"])
 def test_local_state_deleted(chaos: Callable[..., Deployment], stop: str) -> None:
     """The worker's RocksDB directory is lost (new disk, new pod): it must rebuild every table from the
     changelogs before deciding again, or it would re-decide leads and forget loads."""

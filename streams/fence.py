@@ -1,0 +1,181 @@
+"""Stall fence: a worker that stood still longer than the group tolerates checks it still owns its
+partitions before it handles (and writes table rows for) another event.
+
+With `at_least_once`, nothing stops a worker the group evicted from writing: frozen (a GC or VM pause,
+SIGSTOP, CPU starvation) with events in its buffers, it wakes before its consumer learns that the
+partitions moved and writes rows computed from its old state after the new owner's rows, so the next
+recovery of those changelogs starts from stale loads (docs/reliability.md, finding 1).
+
+The fence notices the stall from the clock: a timer ticks every second, and any gap between ticks or
+events longer than half the session timeout means the group may have evicted this worker meanwhile.
+Then, before the next event, it asks the group coordinator (DescribeGroups) whether this consumer's
+member id is still in the group. If it is, nothing moved and work goes on. If not, the fence drops
+every event fetched in the old generation until the consumer has rejoined (Faust skips those itself
+once it knows), and their partitions' owners handle them from the committed offsets. Agents that
+await between reading and writing a table call `barrier()` right before the write.
+
+What it cannot cover: a stall inside synchronous code that writes table rows (they are written
+when the worker wakes, before any check can run); only transactions fence that
+(docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import faust
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streams.metrics import Metrics
+from streams.security import client_kwargs
+from streams.settings import Settings
+
+log = logging.getLogger("leadrelay.fence")
+
+TICK_SECONDS = 1.0
+RETRY_SECONDS = 0.5
+
+
+class Fenced(Exception):
+    """The worker lost the current event's partition while it stood still: stop, write nothing."""
+
+
+async def barrier(ctx: Any) -> None:
+    """Call right before table writes that follow an await: a stall during that await is caught here.
+
+    Raises Fenced when the partition moved meanwhile (guarded_agent then drops the event)."""
+    fence = getattr(ctx, "fence", None)
+    if fence is None:
+        return
+    fence.tick()
+    if fence.suspect:
+        event = faust.current_event()
+        if event is not None and not await fence.admit(event, "barrier"):
+            raise Fenced
+
+
+def group_members(response: Any, group: str) -> set[str] | None:
+    """Member ids of `group` in a DescribeGroups response; None when the group is not in it."""
+    for described in response.to_object().get("groups", []):
+        if described.get("group") == group:
+            if described.get("error_code"):
+                return None
+            return {m["member_id"] for m in described.get("members", [])}
+    return None
+
+
+class StallFence:
+    def __init__(
+        self,
+        app: Any,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+        self.threshold = settings.session_timeout_seconds / 2
+        self._clock = clock
+        self._last: float | None = None
+        self.suspect = False
+        self._evicted_in: int | None = None  # generation this worker was evicted from, until it rejoins
+        self._admin: AIOKafkaAdminClient | None = None
+        self._lock = asyncio.Lock()
+
+    def tick(self) -> None:
+        """Called every TICK_SECONDS (and before every event): a late call means the worker stood still."""
+        now = self._clock()
+        if self._last is not None and now - self._last > self.threshold and not self.suspect:
+            self.suspect = True
+            self.metrics.stalls.inc()
+            log.warning(
+                "worker stood still for %.1f s (session timeout %.1f s): checking group membership before "
+                "the next event",
+                now - self._last,
+                self.settings.session_timeout_seconds,
+            )
+        self._last = now
+
+    async def admit(self, event: Any, agent: str) -> bool:
+        """True: handle the event. False: this worker lost the event's partition while it stood still."""
+        self.tick()
+        if not self.suspect:
+            return True
+        async with self._lock:  # agents take turns; the first one settles it for all
+            return await self._settle(event, agent)
+
+    async def _settle(self, event: Any, agent: str) -> bool:
+        # Never wait here for the consumer to rejoin: Faust's rebalance waits for the event in hand to
+        # be acknowledged first, so waiting would deadlock. Decide now, and drop what is stale.
+        fetched_in = getattr(event.message, "generation_id", None)
+        if self._evicted_in is not None:
+            if fetched_in is not None and fetched_in <= self._evicted_in:
+                return self._drop(event, agent)  # still the old generation: the rejoin is under way
+            self._evicted_in, self.suspect = None, False  # rejoined: the new assignment is the group's
+            return True
+        if not self.suspect:
+            return True  # another agent's check settled it
+        if fetched_in is not None and fetched_in != self.app.consumer_generation_id:
+            return self._drop(event, agent)  # fetched before a rebalance since: Faust skips these too
+        member = await self._ask()
+        if member is None or member:
+            self.suspect = False
+            return True
+        self._evicted_in = fetched_in if fetched_in is not None else self.app.consumer_generation_id
+        return self._drop(event, agent)
+
+    async def _ask(self) -> bool | None:
+        """Is this consumer still in the group? None: no answer within the session timeout."""
+        deadline = self._clock() + self.settings.session_timeout_seconds
+        while True:
+            try:
+                member = await self._still_member()
+            except Exception as exc:  # the broker may be back soon; no answer is no proof either way
+                if self._clock() > deadline:
+                    # Going on risks a stale write; dropping would risk a lost event. Never lose one.
+                    log.error("cannot check group membership after a stall (%s): going on", type(exc).__name__)
+                    return None
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
+            self._last = self._clock()  # the time spent asking is not a stall
+            log.warning("after the stall this worker is %s", "still a group member" if member else "evicted")
+            return member
+
+    def _drop(self, event: Any, agent: str) -> bool:
+        self.metrics.fenced_events.labels(agent=agent).inc()
+        msg = event.message
+        log.warning(
+            "dropped an event fetched before this worker was evicted; its partition's owner handles it",
+            extra={"agent": agent, "topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
+        )
+        return False
+
+    def _member_id(self) -> str | None:
+        # Faust reads the generation the same way (faust/transport/drivers/aiokafka.py);
+        # tests/unit/test_fence.py checks the attributes still exist.
+        coordinator = self.app.consumer._thread._ensure_consumer()._coordinator
+        member_id = getattr(coordinator, "member_id", None)
+        return member_id or None
+
+    async def _still_member(self) -> bool:
+        member_id = self._member_id()
+        if member_id is None:
+            return False  # the consumer already knows it is out and is rejoining
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(**client_kwargs(self.settings))
+            await admin.start()
+            self._admin = admin
+        [response, *_] = await self._admin.describe_consumer_groups([self.settings.app_id])
+        members = group_members(response, self.settings.app_id)
+        return members is not None and member_id in members
+
+    async def close(self, *_: Any, **__: Any) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            await admin.close()

@@ -1,0 +1,181 @@
+"""StallFence: a stall makes the worker check its group membership before the next event (no broker)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from streams.fence import StallFence, group_members
+from streams.metrics import Metrics
+from streams.settings import Settings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeApp:
+    consumer_generation_id = 7
+
+
+def event(generation: int = 7) -> Any:
+    return SimpleNamespace(message=SimpleNamespace(generation_id=generation, topic="t", partition=0, offset=5))
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def fence(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> StallFence:
+    settings = Settings(session_timeout_seconds=10)
+    metrics = Metrics.for_settings(settings, CollectorRegistry())
+    f = StallFence(FakeApp(), settings, metrics, clock=clock)
+    monkeypatch.setattr("streams.fence.RETRY_SECONDS", 0.0)
+    return f
+
+
+def sample(f: StallFence, name: str, **labels: str) -> float:
+    return f.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def never_asked() -> Any:
+    async def fail() -> bool:
+        raise AssertionError("no stall, so the broker must not be asked")
+
+    return fail
+
+
+def test_regular_ticks_and_events_are_no_stall(fence: StallFence, clock: Clock, monkeypatch) -> None:
+    monkeypatch.setattr(fence, "_still_member", never_asked())
+    for _ in range(20):
+        clock.now += 4.9  # under half the 10 s session timeout
+        fence.tick()
+        assert asyncio.run(fence.admit(event(), "route"))
+    assert not fence.suspect
+    assert sample(fence, "leadrelay_stalls_total") == 0
+
+
+def test_a_stall_is_counted_once_and_cleared_by_a_membership_check(
+    fence: StallFence, clock: Clock, monkeypatch
+) -> None:
+    fence.tick()
+    clock.now += 18  # SIGSTOP, a GC or VM pause
+    fence.tick()
+    fence.tick()
+    assert fence.suspect
+    assert sample(fence, "leadrelay_stalls_total") == 1
+    asked = []
+
+    async def member() -> bool:
+        asked.append(True)
+        return True
+
+    monkeypatch.setattr(fence, "_still_member", member)
+    assert asyncio.run(fence.admit(event(), "route"))
+    assert asked == [True] and not fence.suspect
+    assert asyncio.run(fence.admit(event(), "route")), "settled: the next event goes through unasked"
+    assert asked == [True]
+
+
+def test_an_agent_that_wakes_first_sees_the_stall_itself(fence: StallFence, clock: Clock, monkeypatch) -> None:
+    fence.tick()
+    clock.now += 30
+    monkeypatch.setattr(fence, "_still_member", lambda: asyncio.sleep(0, result=True))
+    assert asyncio.run(fence.admit(event(), "route"))
+    assert sample(fence, "leadrelay_stalls_total") == 1
+
+
+def test_an_evicted_worker_drops_old_generation_events_without_waiting_for_the_rejoin(
+    fence: StallFence, clock: Clock, monkeypatch
+) -> None:
+    """Waiting for the rejoin inside an event would deadlock: Faust's rebalance waits for that event."""
+    fence.tick()
+    clock.now += 18
+    checks = []
+
+    async def evicted() -> bool:
+        checks.append(True)
+        return False
+
+    monkeypatch.setattr(fence, "_still_member", evicted)
+    assert not asyncio.run(fence.admit(event(generation=7), "route"))
+    assert not asyncio.run(fence.admit(event(generation=7), "match_deals")), "the rest of the old buffer too"
+    assert checks == [True], "asked once; then known"
+    assert sample(fence, "leadrelay_fenced_events_total", agent="route") == 1
+    assert sample(fence, "leadrelay_fenced_events_total", agent="match_deals") == 1
+    fence.app.consumer_generation_id = 9  # the consumer rejoined
+    assert asyncio.run(fence.admit(event(generation=9), "route")), "events of the new generation go on"
+    assert not fence.suspect
+    assert checks == [True]
+
+
+def test_an_event_from_before_a_rebalance_is_dropped_unasked(fence: StallFence, clock: Clock, monkeypatch) -> None:
+    monkeypatch.setattr(fence, "_still_member", never_asked())
+    fence.tick()
+    clock.now += 18
+    fence.app.consumer_generation_id = 8  # the consumer already rejoined, this event is from generation 7
+    assert not asyncio.run(fence.admit(event(generation=7), "route"))
+
+
+def test_no_answer_from_the_broker_is_no_proof(fence: StallFence, clock: Clock, monkeypatch) -> None:
+    fence.tick()
+    clock.now += 18
+    answers = iter([OSError("down"), OSError("down"), True])
+
+    async def flaky() -> bool:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(fence, "_still_member", flaky)
+    assert asyncio.run(fence.admit(event(), "route"))
+    assert next(answers, "used up") == "used up", "it kept asking until it had an answer"
+
+
+def test_without_an_answer_for_a_session_timeout_it_goes_on(fence: StallFence, clock: Clock, monkeypatch) -> None:
+    """Dropping without proof of eviction could lose the event: a possible stale write is the lesser harm."""
+    fence.tick()
+    clock.now += 18
+
+    async def down() -> bool:
+        clock.now += 4
+        raise OSError("broker unreachable")
+
+    monkeypatch.setattr(fence, "_still_member", down)
+    assert asyncio.run(fence.admit(event(), "route"))
+    assert not fence.suspect
+    assert sample(fence, "leadrelay_fenced_events_total", agent="route") == 0
+
+
+def test_group_members_reads_a_describe_groups_response() -> None:
+    def response(groups: list[dict[str, Any]]) -> Any:
+        return SimpleNamespace(to_object=lambda: {"throttle_time_ms": 0, "groups": groups})
+
+    described = {"error_code": 0, "group": "lr", "state": "Stable", "members": [{"member_id": "m1"}]}
+    assert group_members(response([described]), "lr") == {"m1"}
+    assert group_members(response([described]), "other") is None
+    assert group_members(response([{**described, "error_code": 16}]), "lr") is None
+    assert group_members(response([{**described, "members": [], "state": "Empty"}]), "lr") == set()
+
+
+def test_the_faust_and_aiokafka_internals_the_fence_reads_still_exist() -> None:
+    """An upgrade that renames them must fail here, not leave the fence blind."""
+    import faust
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    assert hasattr(AIOKafkaConsumerThread, "_ensure_consumer")
+    assert "self.member_id" in inspect.getsource(GroupCoordinator.__init__)
+    assert faust.App("fence-probe").consumer_generation_id == 0  # set by Faust at every assignment
