@@ -12,6 +12,7 @@ from streams.boundary import guarded_agent
 from streams.codecs import dump, parse
 from streams.context import Context
 from streams.errors import KeyMismatch
+from streams.fence import barrier
 
 
 async def handle(ctx: Context, event: Any) -> None:
@@ -30,6 +31,7 @@ async def handle(ctx: Context, event: Any) -> None:
     for pool in sorted(before | after):
         change = RepChanged(pool=pool, rep_id=rep_id, profile=profile if pool in after else None)
         await ctx.topics.pool_events.send(key=pool.encode(), value=dump(change))
+    await barrier(ctx)  # no stale write after a stall in the sends above (streams/fence.py)
     if after:
         ctx.tables.rep_pools[rep_id] = sorted(after)
     elif before:

@@ -29,6 +29,7 @@ from streams.boundary import guarded_agent
 from streams.codecs import dump, parse_internal
 from streams.context import Context
 from streams.errors import InvalidPolicy, StalePolicy, UnknownLead
+from streams.fence import check_before_writes
 from streams.poolcache import PoolCache
 from streams.tables import key
 
@@ -56,6 +57,7 @@ def decide_and_record(ctx: Context, cache: PoolCache, ev: LeadArrived, now: date
     frame, policy = cache.frame(ev.pool), cache.policy(ev.pool)
     result = assign(ev.lead, frame, policy, None, now=now)
     decision = result.decision
+    check_before_writes(ctx)  # a stall during the decision: settle group membership before writing
     # Ledger first: if the worker dies between writes, a replayed lead is a duplicate, not a re-decision.
     t.ledger[key(ev.pool, ev.lead.lead_id)] = result.entry.to_dict()
     if result.load is not None and decision.rep_id is not None:

@@ -70,12 +70,14 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     ctx = Context(
         settings=settings,
         topics=Topics.create(app, settings),
-        tables=Tables.create(app, settings.partitions),
+        tables=Tables.create(app, settings.partitions, on_stale=metrics.record_stale_row),
         metrics=metrics,
         gaps=gaps,
         fence=fence,
     )
-    web.register(app, metrics)
+    for table in ctx.tables.all():
+        fence.on_long_stall.append(table.distrust)
+    web.register(app, metrics, fence)
 
     @app.timer(interval=TICK_SECONDS, name="leadrelay.stall_fence")
     async def stall_fence() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from streams.context import Context
 from streams.dlq import dead_letter
 from streams.errors import InvalidInput
-from streams.fence import Fenced, barrier
+from streams.fence import run_fenced
 from streams.gaps import OffsetTracker, repair
 
 log = logging.getLogger("leadrelay.agents")
@@ -18,13 +18,10 @@ Handler = Callable[[Context, Any], Awaitable[None]]
 
 
 async def handle_guarded(ctx: Context, agent: str, event: Any, handler: Handler) -> bool:
-    """Run one record's handler; return False when it was dead-lettered instead."""
+    """Run one record's handler; return False when it was dead-lettered (or dropped by the fence)."""
     try:
-        await barrier(ctx)  # the gap repair before this may have awaited the broker
-        await handler(ctx, event)
-        return True
-    except Fenced:
-        return False  # not this record's fault: its partition's new owner handles it
+        # False: not this record's fault, the worker lost its partition while it stood still
+        return await run_fenced(ctx, event, agent, lambda: handler(ctx, event))
     except InvalidInput as exc:
         await dead_letter(ctx, event, exc, agent=agent)
     except Exception as exc:

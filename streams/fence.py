@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 import faust
@@ -58,6 +59,46 @@ async def barrier(ctx: Any) -> None:
             raise Fenced
 
 
+class Stalled(Exception):
+    """The worker stood still while handling an event, before the event's table writes."""
+
+
+_redoing: ContextVar[bool] = ContextVar("leadrelay_fence_redoing", default=False)
+
+
+def check_before_writes(ctx: Any) -> None:
+    """Synchronous: call right before a block of table writes that follows heavy work (a decision).
+
+    A stall since the event started raises Stalled while nothing is written yet; run_fenced then checks
+    the group membership and redoes the event (deterministic, so the same result) or drops it."""
+    fence = getattr(ctx, "fence", None)
+    if fence is None or _redoing.get():
+        return
+    fence.tick()
+    if fence.suspect:
+        raise Stalled
+
+
+async def run_fenced(ctx: Any, event: Any, agent: str, run: Callable[[], Awaitable[None]]) -> bool:
+    """One event's handling behind the fence. False: dropped, this worker lost the event's partition."""
+    try:
+        await barrier(ctx)
+        try:
+            await run()
+        except Stalled:
+            fence = ctx.fence
+            if not await fence.admit(event, agent):
+                return False
+            token = _redoing.set(True)  # once: a decision slower than the threshold is no stall
+            try:
+                await run()
+            finally:
+                _redoing.reset(token)
+    except Fenced:
+        return False
+    return True
+
+
 def group_members(response: Any, group: str) -> set[str] | None:
     """Member ids of `group` in a DescribeGroups response; None when the group is not in it."""
     for described in response.to_object().get("groups", []):
@@ -85,22 +126,33 @@ class StallFence:
         self._last: float | None = None
         self.suspect = False
         self._evicted_in: int | None = None  # generation this worker was evicted from, until it rejoins
+        self._evicted_at: float | None = None
+        # A rejoin takes at most a rebalance (max poll interval) after a session timeout; twice that
+        # without one and the worker is wedged (seen once after SIGSTOP): /healthz then asks for a restart.
+        self.rejoin_deadline = 2 * (settings.max_poll_interval_seconds + settings.session_timeout_seconds)
         self._admin: AIOKafkaAdminClient | None = None
         self._lock = asyncio.Lock()
+        self.on_long_stall: list[Callable[[int], None]] = []  # called with the generation it stood still in
 
     def tick(self) -> None:
         """Called every TICK_SECONDS (and before every event): a late call means the worker stood still."""
         now = self._clock()
-        if self._last is not None and now - self._last > self.threshold and not self.suspect:
+        stood = now - self._last if self._last is not None else 0.0
+        self._last = now
+        if stood > self.threshold and not self.suspect:
             self.suspect = True
             self.metrics.stalls.inc()
             log.warning(
                 "worker stood still for %.1f s (session timeout %.1f s): checking group membership before "
                 "the next event",
-                now - self._last,
+                stood,
                 self.settings.session_timeout_seconds,
             )
-        self._last = now
+        if stood > self.settings.session_timeout_seconds:
+            # Long enough for the group to have evicted this worker: what it buffered before the stall
+            # may land after its successor's rows (streams/tables.py). Runs before any rejoin can.
+            for callback in self.on_long_stall:
+                callback(int(self.app.consumer_generation_id))
 
     async def admit(self, event: Any, agent: str) -> bool:
         """True: handle the event. False: this worker lost the event's partition while it stood still."""
@@ -117,7 +169,7 @@ class StallFence:
         if self._evicted_in is not None:
             if fetched_in is not None and fetched_in <= self._evicted_in:
                 return self._drop(event, agent)  # still the old generation: the rejoin is under way
-            self._evicted_in, self.suspect = None, False  # rejoined: the new assignment is the group's
+            self._evicted_in, self._evicted_at, self.suspect = None, None, False  # rejoined
             return True
         if not self.suspect:
             return True  # another agent's check settled it
@@ -128,6 +180,7 @@ class StallFence:
             self.suspect = False
             return True
         self._evicted_in = fetched_in if fetched_in is not None else self.app.consumer_generation_id
+        self._evicted_at = self._clock()
         return self._drop(event, agent)
 
     async def _ask(self) -> bool | None:
@@ -155,6 +208,18 @@ class StallFence:
             extra={"agent": agent, "topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
         )
         return False
+
+    def out_of_group(self) -> bool:
+        """Evicted after a stall and not rejoined yet: not ready."""
+        return self._evicted_in is not None and self.app.consumer_generation_id == self._evicted_in
+
+    def wedged(self) -> bool:
+        """Out of the group for longer than any rejoin takes: not live (a restart gets it back)."""
+        return (
+            self.out_of_group()
+            and self._evicted_at is not None
+            and self._clock() - self._evicted_at > self.rejoin_deadline
+        )
 
     def _member_id(self) -> str | None:
         # Faust reads the generation the same way (faust/transport/drivers/aiokafka.py);

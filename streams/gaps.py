@@ -77,6 +77,7 @@ class ReplayedMessage:
     value: bytes | None
     timestamp: float | None  # seconds, as Faust's Message.timestamp (aiokafka gives milliseconds)
     headers: tuple[tuple[str, bytes], ...] = ()
+    generation_id: int | None = None  # of the event whose handling re-read it (streams/fence.py)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class ReplayedEvent:
         return self.message.value
 
     @classmethod
-    def of(cls, record: Any) -> ReplayedEvent:
+    def of(cls, record: Any, generation_id: int | None = None) -> ReplayedEvent:
         ts = getattr(record, "timestamp", None)
         return cls(
             ReplayedMessage(
@@ -105,6 +106,7 @@ class ReplayedEvent:
                 value=record.value,
                 timestamp=ts / 1000 if ts is not None and ts >= 0 else None,
                 headers=tuple(getattr(record, "headers", None) or ()),
+                generation_id=generation_id,
             )
         )
 
@@ -264,5 +266,5 @@ async def repair(
     )
     ctx.metrics.record_offset_gap(msg.topic, len(records))
     for record in records:
-        await handle(ReplayedEvent.of(record))
+        await handle(ReplayedEvent.of(record, getattr(msg, "generation_id", None)))
     return len(records)

@@ -112,6 +112,7 @@ class Metrics:
     offset_gaps: Counter
     offset_gaps_unread: Counter
     stalls: Counter
+    stale_rows: Counter
     fenced_events: Counter
     open_leads: Gauge
     capacity: Gauge
@@ -214,6 +215,12 @@ class Metrics:
             stalls=Counter(
                 "leadrelay_stalls",
                 "Times the worker stood still longer than half the session timeout (GC/VM pause, freeze)",
+                registry=registry,
+            ),
+            stale_rows=Counter(
+                "leadrelay_stale_changelog_records",
+                "Changelog rows skipped at recovery because a newer stamp was held (a late write of an evicted worker)",
+                ["table"],
                 registry=registry,
             ),
             fenced_events=Counter(
@@ -340,6 +347,9 @@ class Metrics:
 
     def record_offset_gap(self, topic: str, records: int) -> None:
         self.offset_gaps.labels(topic=topic).inc(records)
+
+    def record_stale_row(self, table: str) -> None:
+        self.stale_rows.labels(table=table).inc()
 
     def record_offset_gap_unread(self, topic: str) -> None:
         self.offset_gaps_unread.labels(topic=topic).inc()

@@ -27,7 +27,7 @@ from schemas.events import AssignmentDecision, DealClosed, LeadCreated, RepUpdat
 from schemas.internal import POOL_EVENT, DealArrived, LeadArrived, RepChanged
 from streams.clients import read_all
 from streams.settings import Settings
-from streams.tables import changelog_topic
+from streams.tables import changelog_topic, stamp_of
 from streams.topics import pool_events_topic
 
 ROSTER_SLACK_MS = 5000  # roster and decisions are different topics: allow this much clock overlap
@@ -333,16 +333,21 @@ def verify(settings: Settings, *, check_state: bool = True) -> Report:
 
 
 def _newest(changelog: list[Any]) -> dict[str, bytes]:
-    """A table as its changelog says: the newest record per key, by offset within a partition (what
-    recovery replays) and by timestamp between partitions (a key written to two partitions, e.g. by a
+    """A table as its changelog says, the way recovery builds it (streams/tables.py): within a partition
+    in offset order, skipping late rows of a generation older than one already seen there; the newest
+    row per key wins, by timestamp between partitions (a key written to two partitions, e.g. by a
     foreign producer); tombstones remove the key."""
     newest: dict[str, dict[int, Any]] = defaultdict(dict)
-    for r in changelog:
+    high: dict[int, int] = defaultdict(int)
+    for r in sorted(changelog, key=lambda r: (r.partition, r.offset)):
+        stamp = stamp_of(getattr(r, "headers", None))
+        if stamp is not None:
+            if stamp[0] < high[r.partition]:
+                continue
+            high[r.partition] = stamp[0]
         key = r.key.decode()
         key = orjson.loads(key) if key.startswith('"') else key
-        held = newest[key].get(r.partition)
-        if held is None or r.offset > held.offset:
-            newest[key][r.partition] = r
+        newest[key][r.partition] = r
     out: dict[str, bytes] = {}
     for key, per_partition in newest.items():
         last = max(per_partition.values(), key=lambda r: (r.timestamp, r.partition))

@@ -2,8 +2,11 @@
 
 - /healthz (liveness): the event loop answers and the app has not crashed. It stays 200 during table
   recovery and rebalances: restarting a recovering worker only makes the recovery start over.
-- /readyz (readiness): 200 once the tables are recovered from their changelogs and no rebalance is in
-  progress, else 503. The same value is exported as `leadrelay_worker_ready` for alerting.
+  It turns 503 when the worker has been out of its group since a stall (GC/VM pause, freeze) for
+  longer than a rejoin takes: that worker is wedged, and a restart brings it back.
+- /readyz (readiness): 200 once the tables are recovered from their changelogs, no rebalance is in
+  progress and the worker is not out of its group after a stall, else 503. The same value is
+  exported as `leadrelay_worker_ready` for alerting.
 - /metrics: one registry holding our metrics (streams/metrics.py), the consumer lag (streams/lag.py)
   and Faust's sensors, registered here with the fixed prefix `leadrelay_faust` (the app id varies per
   installation; metric names must not).
@@ -24,6 +27,7 @@ from typing import Any
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 
+from streams.fence import StallFence
 from streams.metrics import Metrics
 
 FAUST_PREFIX = "leadrelay_faust"
@@ -34,19 +38,21 @@ FAUST_LINT_FINDINGS: dict[str, str] = {
 }
 
 
-def is_live(app: faust.App) -> bool:
-    """The app has not crashed (a wedged event loop cannot answer the probe at all)."""
-    return not app.crashed
+def is_live(app: faust.App, fence: StallFence | None = None) -> bool:
+    """The app has not crashed (a wedged event loop cannot answer the probe at all), and it has not
+    been out of the group since a stall for longer than a rejoin takes (streams/fence.py)."""
+    return not app.crashed and not (fence is not None and fence.wedged())
 
 
-def is_ready(app: faust.App) -> bool:
+def is_ready(app: faust.App, fence: StallFence | None = None) -> bool:
     """Ready once tables are recovered from their changelogs and no rebalance is in progress.
 
     `recovery.completed` is set at the end of the first recovery and stays set; every later rebalance
     (including its recovery) runs between `on_rebalance_start` and `on_rebalance_end`, which is what
     `app.rebalancing` reflects.
     """
-    return bool(app.tables.recovery.completed.is_set() and not app.rebalancing and not app.crashed)
+    recovered = app.tables.recovery.completed.is_set() and not app.rebalancing and not app.crashed
+    return bool(recovered and not (fence is not None and fence.out_of_group()))
 
 
 def current_partition() -> tuple[str, int] | None:
@@ -57,10 +63,10 @@ def current_partition() -> tuple[str, int] | None:
     return (event.message.topic, event.message.partition)
 
 
-def register(app: faust.App, metrics: Metrics) -> None:
+def register(app: faust.App, metrics: Metrics, fence: StallFence | None = None) -> None:
     setup_prometheus_sensors(app, pattern="/metrics", registry=metrics.registry, name_prefix=FAUST_PREFIX)
     metrics.locate = current_partition
-    metrics.ready.set_function(lambda: 1.0 if is_ready(app) else 0.0)
+    metrics.ready.set_function(lambda: 1.0 if is_ready(app, fence) else 0.0)
 
     async def drop_moved_pools(sender: Any, assigned: Any, **kwargs: Any) -> None:
         metrics.retain_partitions(assigned)
@@ -69,15 +75,17 @@ def register(app: faust.App, metrics: Metrics) -> None:
 
     @app.page("/healthz")
     async def healthz(self: Any, request: Any) -> Any:
-        live = is_live(app)
-        return self.json({"status": "ok" if live else "crashed"}, status=200 if live else 503)
+        live = is_live(app, fence)
+        status = "ok" if live else "crashed" if app.crashed else "out_of_group"
+        return self.json({"status": status}, status=200 if live else 503)
 
     @app.page("/readyz")
     async def readyz(self: Any, request: Any) -> Any:
-        ready = is_ready(app)
+        ready = is_ready(app, fence)
         detail = {
             "ready": ready,
             "recovered": app.tables.recovery.completed.is_set(),
             "rebalancing": bool(app.rebalancing),
+            "in_group": not (fence is not None and fence.out_of_group()),
         }
         return self.json(detail, status=200 if ready else 503)

@@ -205,7 +205,7 @@ def test_ready_only_after_table_recovery_and_live_throughout(observed: Observed)
         assert ready == 503 and body["ready"] is False
         assert body["recovered"] is False or body["rebalancing"] is True
     # ...and is ready once they are.
-    assert timeline[first_ready][3] == {"ready": True, "recovered": True, "rebalancing": False}
+    assert timeline[first_ready][3] == {"ready": True, "recovered": True, "rebalancing": False, "in_group": True}
     base = f"http://127.0.0.1:{observed.worker.web_port}"
     assert get(f"{base}/healthz") == (200, b'{"status":"ok"}')
     status, body = get(f"{base}/readyz")

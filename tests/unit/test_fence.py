@@ -179,3 +179,32 @@ def test_the_faust_and_aiokafka_internals_the_fence_reads_still_exist() -> None:
     assert hasattr(AIOKafkaConsumerThread, "_ensure_consumer")
     assert "self.member_id" in inspect.getsource(GroupCoordinator.__init__)
     assert faust.App("fence-probe").consumer_generation_id == 0  # set by Faust at every assignment
+
+
+def test_out_of_the_group_is_not_ready_and_too_long_out_is_not_live(
+    fence: StallFence, clock: Clock, monkeypatch
+) -> None:
+    """A worker that does not rejoin after its eviction is wedged: liveness fails so it gets restarted."""
+    from streams import web
+
+    app = SimpleNamespace(
+        crashed=False,
+        rebalancing=False,
+        tables=SimpleNamespace(recovery=SimpleNamespace(completed=SimpleNamespace(is_set=lambda: True))),
+    )
+    assert web.is_ready(app, fence) and web.is_live(app, fence)
+    fence.tick()
+    clock.now += 18
+
+    async def evicted() -> bool:
+        return False
+
+    monkeypatch.setattr(fence, "_still_member", evicted)
+    assert not asyncio.run(fence.admit(event(generation=7), "route"))
+    assert fence.out_of_group() and not web.is_ready(app, fence)
+    assert web.is_live(app, fence), "a rejoin may take a rebalance: give it time"
+    clock.now += fence.rejoin_deadline + 1
+    assert fence.wedged() and not web.is_live(app, fence)
+    fence.app.consumer_generation_id = 8  # it did rejoin after all
+    assert not fence.out_of_group() and not fence.wedged()
+    assert web.is_ready(app, fence) and web.is_live(app, fence)

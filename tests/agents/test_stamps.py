@@ -1,0 +1,155 @@
+"""Stamped changelogs: a late row of an evicted worker loses at recovery, and the owner writes the kept
+value again (streams/tables.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from faust.types import TP
+
+from streams.tables import STAMP_HEADER, StampedTable, stamp_of
+from tests.agents.conftest import Kit
+
+
+def row(table: StampedTable, key: str, value: Any, stamp: str | None, *, offset: int, partition: int = 0) -> Any:
+    topic = table.changelog_topic.get_topic_name()
+    headers = [(STAMP_HEADER, stamp.encode())] if stamp else []
+    raw = json.dumps(value).encode() if value is not None else None
+    msg = SimpleNamespace(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        tp=TP(topic, partition),
+        key=json.dumps(key).encode(),
+        value=raw,
+        headers=headers,
+    )
+    return SimpleNamespace(message=msg, key=key, value=value)  # the memory store reads these
+
+
+@pytest.fixture
+def loads(kit: Kit) -> StampedTable:
+    table = kit.ctx.tables.loads
+    table._high.clear()
+    table._stale.clear()
+    table._distrusted_up_to = None
+    table._retrusted.clear()
+    return table
+
+
+def test_stamps_are_read_from_headers_of_either_shape() -> None:
+    assert stamp_of([(STAMP_HEADER, b"12:345")]) == (12, 345)
+    assert stamp_of({STAMP_HEADER: b"3:4"}) == (3, 4)
+    assert stamp_of([("other", b"x")]) is None
+    assert stamp_of(None) is None
+    assert stamp_of([(STAMP_HEADER, b"garbage")]) is None
+
+
+def test_a_late_row_of_an_older_generation_is_skipped(kit: Kit, loads: StampedTable) -> None:
+    """w2 (generation 8) wrote open=18 at offset 70; the zombie w1 (generation 7) flushed open=11 at 72,
+    and a row for another key it had buffered too: that event was never committed, w2 handles it again."""
+    early = row(loads, "p|r", {"open": 17}, "7:4000", offset=60)
+    successor = row(loads, "p|r", {"open": 18}, "8:100", offset=70)
+    zombie = row(loads, "p|r", {"open": 11}, "7:5000", offset=72)
+    zombie_other = row(loads, "p|s", {"open": 2}, "7:5001", offset=73)
+    next_owner = row(loads, "p|s", {"open": 3}, "9:1", offset=74)
+    assert loads.newest([early, successor, zombie, zombie_other, next_owner]) == [early, successor, next_owner]
+    assert loads._stale == {0: {"p|r", "p|s"}}
+    assert loads.high_mark(0) == 9
+    registry = kit.ctx.metrics.registry
+    assert registry.get_sample_value("leadrelay_stale_changelog_records_total", {"table": "loads"}) == 2
+
+
+def test_partitions_have_their_own_high_marks_and_unstamped_rows_keep_log_order(loads: StampedTable) -> None:
+    rows = [
+        row(loads, "p|r", {"open": 1}, "9:1", offset=1, partition=0),
+        row(loads, "p|q", {"open": 1}, "7:2", offset=1, partition=1),  # generation 9 is partition 0's
+        row(loads, "p|r", {"open": 2}, "9:2", offset=2, partition=0),
+        row(loads, "p|r", {"open": 3}, None, offset=3, partition=0),  # written before stamps existed
+    ]
+    assert loads.newest(rows) == rows
+
+
+@pytest.mark.asyncio
+async def test_a_live_write_raises_the_high_mark(kit: Kit, loads: StampedTable) -> None:
+    """The successor's own writes count: after a restart on the same disk, a late row read from the
+    changelog tail loses to the generation the successor wrote in."""
+    app = kit.relay.app
+    app.consumer_generation_id = 8
+    try:
+        loads.send_changelog(2, "p|r", {"open": 18})
+    finally:
+        app.consumer_generation_id = 0
+    assert loads.high_mark(2) == 8
+    late = row(loads, "p|r", {"open": 11}, "7:5000", offset=72, partition=2)
+    assert loads.newest([late]) == []
+
+
+def test_the_owner_writes_the_kept_value_again_after_recovery(kit: Kit, loads: StampedTable) -> None:
+    topic = loads.changelog_topic.get_topic_name()
+    successor = row(loads, "p|r", {"open": 18}, "8:100", offset=70, partition=1)
+    zombie = row(loads, "p|r", {"open": 11}, "7:5000", offset=72, partition=1)
+    standby = row(loads, "p|q", {"open": 5}, "9:1", offset=10, partition=2)
+    standby_late = row(loads, "p|q", {"open": 4}, "7:9", offset=11, partition=2)
+    loads.apply_changelog_batch([successor, zombie, standby, standby_late])
+    assert loads.data.get("p|r") == {"open": 18}
+    sent: list[dict[str, Any]] = []
+    real = loads.changelog_topic.send_soon
+
+    def capture(**kwargs: Any) -> Any:
+        sent.append(kwargs)
+        return real(**kwargs)
+
+    loads.changelog_topic.send_soon = capture  # type: ignore[method-assign]
+    try:
+        asyncio.run(loads.on_recovery_completed({TP(topic, 1)}, {TP(topic, 2)}))
+    finally:
+        del loads.changelog_topic.send_soon
+    [heal] = sent
+    assert (heal["key"], heal["value"], heal["partition"]) == ("p|r", {"open": 18}, 1)
+    assert stamp_of(heal["headers"]) is not None
+    assert loads._stale == {2: {"p|q"}}, "a standby partition is healed by its owner, not here"
+
+
+def test_after_a_long_stall_recovery_rereads_every_changelog_partition(loads: StampedTable) -> None:
+    topic = loads.changelog_topic.get_topic_name()
+    loads.distrust(7)
+    assert loads.persisted_offset(TP(topic, 0)) is None, "re-read from the start"
+    asyncio.run(loads.on_recovery_completed({TP(topic, 0)}, set()))
+    assert 0 in loads._retrusted
+    assert loads.persisted_offset(TP(topic, 3)) is None, "partitions not yet re-read stay distrusted"
+
+
+def test_a_late_row_of_the_stalled_generation_does_not_move_the_read_offset(loads: StampedTable, monkeypatch) -> None:
+    calls: list[Any] = []
+    monkeypatch.setattr(
+        "faust.tables.base.Collection._on_changelog_sent", lambda self, fut: calls.append(fut), raising=True
+    )
+    loads.distrust(7)
+    late = SimpleNamespace(message=SimpleNamespace(headers=[(STAMP_HEADER, b"7:5000")]))
+    fresh = SimpleNamespace(message=SimpleNamespace(headers=[(STAMP_HEADER, b"9:1")]))
+    loads._on_changelog_sent(late)
+    loads._on_changelog_sent(fresh)
+    assert calls == [fresh]
+
+
+@pytest.mark.asyncio
+async def test_the_high_mark_survives_a_restart_on_the_same_disk(
+    kit: Kit, loads: StampedTable, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """Kept in a file beside the RocksDB directory (inside it Faust would read it as a table key)."""
+    (tmp_path / "loads-2.db").mkdir()
+    monkeypatch.setattr(loads.data, "partition_path", lambda p: tmp_path / f"loads-{p}.db", raising=False)
+    kit.relay.app.consumer_generation_id = 8
+    try:
+        loads.send_changelog(2, "p|r", {"open": 18})
+    finally:
+        kit.relay.app.consumer_generation_id = 0
+    assert (tmp_path / "loads-2.db.leadrelay-high").read_text() == "8"
+    loads._high.clear()  # a new process
+    assert loads.high_mark(2) == 8
+    assert loads.newest([row(loads, "p|r", {"open": 11}, "7:5000", offset=72, partition=2)]) == []
