@@ -77,6 +77,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     )
     for table in ctx.tables.all():
         fence.on_long_stall.append(table.distrust)
+        fence.on_still_member.append(table.trust_again)
     web.register(app, metrics, fence)
 
     @app.timer(interval=TICK_SECONDS, name="leadrelay.stall_fence")

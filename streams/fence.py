@@ -133,6 +133,7 @@ class StallFence:
         self._admin: AIOKafkaAdminClient | None = None
         self._lock = asyncio.Lock()
         self.on_long_stall: list[Callable[[int], None]] = []  # called with the generation it stood still in
+        self.on_still_member: list[Callable[[], None]] = []  # after a stall, the group still had this worker
 
     def tick(self) -> None:
         """Called every TICK_SECONDS (and before every event): a late call means the worker stood still."""
@@ -178,6 +179,9 @@ class StallFence:
         member = await self._ask()
         if member is None or member:
             self.suspect = False
+            if member:
+                for callback in self.on_still_member:
+                    callback()
             return True
         self._evicted_in = fetched_in if fetched_in is not None else self.app.consumer_generation_id
         self._evicted_at = self._clock()
@@ -188,7 +192,8 @@ class StallFence:
         deadline = self._clock() + self.settings.session_timeout_seconds
         while True:
             try:
-                member = await self._still_member()
+                # Bounded: the event in hand holds up any rebalance, and the lock every agent.
+                member = await asyncio.wait_for(self._still_member(), max(0.1, deadline - self._clock()))
             except Exception as exc:  # the broker may be back soon; no answer is no proof either way
                 if self._clock() > deadline:
                     # Going on risks a stale write; dropping would risk a lost event. Never lose one.
@@ -229,16 +234,21 @@ class StallFence:
         return member_id or None
 
     async def _still_member(self) -> bool:
-        member_id = self._member_id()
-        if member_id is None:
-            return False  # the consumer already knows it is out and is rejoining
+        """Still listed, or nobody else is: an empty group (a single worker, or every worker paused by
+        the same host) means nobody took over, so there is nothing to overwrite; dropping events then
+        would only lose them (an empty group accepts the commit of their offsets)."""
         if self._admin is None:
             admin = AIOKafkaAdminClient(**client_kwargs(self.settings))
             await admin.start()
             self._admin = admin
         [response, *_] = await self._admin.describe_consumer_groups([self.settings.app_id])
         members = group_members(response, self.settings.app_id)
-        return members is not None and member_id in members
+        if members is None:
+            raise LookupError("the group is not described")  # no answer, not a no
+        member_id = self._member_id()  # None: the consumer already knows it is out and rejoins
+        if member_id is not None and member_id in members:
+            return True
+        return not (members - {member_id})  # out, but nobody else took over
 
     async def close(self, *_: Any, **__: Any) -> None:
         admin, self._admin = self._admin, None

@@ -1,15 +1,17 @@
 """Faust tables. Every table is keyed by what its agent's input topic is keyed by, so reads stay local.
 
-Every changelog record carries a stamp header, `x-leadrelay-stamp: <generation>:<sequence>`: the
-consumer-group generation its writer was in, and a per-process sequence (for humans reading the log).
-One worker owns a partition per generation and generations only grow, so in a changelog partition
-read in offset order the generations never go down, except for one kind of row: a row a worker
-buffered before a freeze and flushed when it woke, after the group had evicted it and its successor
-had written newer rows (docs/reliability.md, finding 1). Such a row belongs to an event its writer
-never committed, so the successor handled that event again and wrote its own row for it. Recovery
-therefore skips every row whose generation is below the highest generation already seen in its
-partition (the partition's high mark, kept in a file beside its local store), and the owner
-then writes the values it kept again, so the log also ends with them (compaction keeps the last row).
+Every changelog row carries a stamp header, `x-leadrelay-stamp: <epoch>:<generation>:<sequence>`.
+The generation is the writer's consumer-group generation; the epoch is the same number unless the
+group's generations started over (a deleted or expired group restarts at 1): the owner of a partition
+then writes with the epoch after the highest one in its log, so stamps keep growing. One worker owns a
+partition per generation, so in a changelog partition read in offset order the stamps never go down,
+except for one kind of row: a row a worker buffered before a freeze and flushed when it woke, after the
+group had evicted it and its successor had written newer rows (docs/reliability.md, finding 1). Such a
+row belongs to an event its writer never committed (Faust flushes before it commits), which the
+successor handled again. Recovery therefore skips a row stamped below the partition's high mark (kept
+in a file beside the local store) when its key has a newer row, and the owner then writes the kept
+values again, so the log also ends with them. A late row whose key has no other row (compaction
+removed the successor's) is applied: an old value is better than none.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from faust.types import TP
 log = logging.getLogger("leadrelay.tables")
 
 STAMP_HEADER = "x-leadrelay-stamp"
+Stamp = tuple[int, int]  # (epoch, generation), compared as a tuple
 _sequence = itertools.count(1)
 SEP = "|"
 
@@ -37,16 +40,18 @@ def key(*parts: str) -> str:
     return SEP.join(parts)
 
 
-def stamp_of(headers: Any) -> tuple[int, int] | None:
-    """(generation, sequence) from a record's headers (pairs or a mapping); None when not stamped."""
+def stamp_of(headers: Any) -> Stamp | None:
+    """(epoch, generation) from a record's headers (pairs or a mapping); None when not stamped."""
     items = headers.items() if isinstance(headers, dict) else (headers or ())
     for name, value in items:
         if name == STAMP_HEADER and value:
-            generation, _, sequence = bytes(value).decode().partition(":")
             try:
-                return int(generation), int(sequence or 0)
-            except ValueError:
+                parts = [int(p) for p in bytes(value).decode().split(":")]
+            except (ValueError, UnicodeDecodeError):
                 return None
+            if len(parts) >= 3:
+                return parts[0], parts[1]
+            return (parts[0], parts[0]) if parts else None  # "<generation>:<sequence>"
     return None
 
 
@@ -58,57 +63,73 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._high: dict[int, int] = {}  # partition -> highest generation seen in its changelog
+        self._high: dict[int, Stamp] = {}  # partition -> highest stamp seen in its changelog
+        self._epoch: dict[int, int] = {}  # partition -> epoch this worker writes it with
         self._stale: dict[int, set[Any]] = {}  # partition -> keys whose log ends with a skipped row
+        self._seen: dict[int, set[Any]] = {}  # partition -> keys with a kept row in this recovery
         # After a stall long enough for an eviction, rows this worker flushed late may sit after its
         # successor's, and Faust's "read up to" offsets would skip the successor's: not trusted until
-        # the partition's changelog has been re-read from the start.
+        # the partition's changelog has been re-read from the start (or membership is confirmed).
         self._distrusted_up_to: int | None = None
         self._retrusted: set[int] = set()
 
     # --- writing -----------------------------------------------------------------------------------
+    def stamp_for(self, partition: int) -> Stamp:
+        generation = int(self.app.consumer_generation_id)
+        return max(generation, self._epoch.get(partition, 0)), generation
+
     def send_changelog(
         self, partition: int | None, key: Any, value: Any, key_serializer: Any = None, value_serializer: Any = None
     ) -> Any:
-        generation = int(self.app.consumer_generation_id)
+        if partition is None:  # tables here always write to the current event's partition
+            event = faust.current_event()
+            partition = event.message.partition if event is not None else 0
+        stamp = self.stamp_for(partition)
+        self._raise_high(partition, stamp)  # first: a failure here must not leave a row unaccounted
         fut = self.changelog_topic.send_soon(
             key=key,
             value=value,
             partition=partition,
-            headers=[(STAMP_HEADER, f"{generation}:{next(_sequence)}".encode())],
+            headers=[(STAMP_HEADER, f"{stamp[0]}:{stamp[1]}:{next(_sequence)}".encode())],
             key_serializer=key_serializer if key_serializer is not None else self.key_serializer,
             value_serializer=value_serializer if value_serializer is not None else self.value_serializer,
             callback=self._on_changelog_sent,
             eager_partitioning=True,
         )
-        written_to = fut.message.partition
-        self._raise_high(written_to, generation)
-        self._stale.get(written_to, set()).discard(key)
+        self._stale.get(partition, set()).discard(key)
         return fut
 
     def _on_changelog_sent(self, fut: Any) -> None:
         stamp = stamp_of(fut.message.headers)
-        if self._distrusted_up_to is not None and stamp is not None and stamp[0] <= self._distrusted_up_to:
+        if self._distrusted_up_to is not None and stamp is not None and stamp[1] <= self._distrusted_up_to:
             return  # a late row of the stalled generation: what precedes it may be missing locally
         super()._on_changelog_sent(fut)
 
     # --- high marks --------------------------------------------------------------------------------
-    def high_mark(self, partition: int) -> int:
+    def high_mark(self, partition: int) -> Stamp:
         if partition not in self._high:
+            self._high[partition] = (0, 0)
             path = self._mark_file(partition)
-            stored = path.read_text().strip() if path is not None and path.exists() else ""
-            self._high[partition] = int(stored) if stored.isdigit() else 0
+            try:
+                if path is not None and path.exists():
+                    self._high[partition] = stamp_of([(STAMP_HEADER, path.read_bytes().strip())]) or (0, 0)
+            except OSError as exc:  # no mark: late rows are then only caught by their key's newer row
+                log.warning("cannot read %s: %s", path, exc)
         return self._high[partition]
 
-    def _raise_high(self, partition: int, generation: int) -> None:
-        if generation <= self.high_mark(partition):
+    def _raise_high(self, partition: int, stamp: Stamp) -> None:
+        if stamp <= self.high_mark(partition):
             return
-        self._high[partition] = generation
+        self._high[partition] = stamp
         path = self._mark_file(partition)
-        if path is not None and path.parent.exists():  # once per generation and partition: cheap
+        if path is None or not path.parent.exists():
+            return
+        try:  # once per generation and partition: cheap
             tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(str(generation))
+            tmp.write_text(f"{stamp[0]}:{stamp[1]}")
             os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", path, exc)
 
     def _mark_file(self, partition: int) -> Path | None:
         """Beside the partition's RocksDB directory (not inside: Faust would read it as a table key).
@@ -120,11 +141,16 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
         return db.with_name(db.name + ".leadrelay-high")
 
     # --- recovery ----------------------------------------------------------------------------------
+    async def on_rebalance(self, *args: Any, **kwargs: Any) -> None:
+        self._seen.clear()  # a new recovery pass starts
+        await super().on_rebalance(*args, **kwargs)
+
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         super().apply_changelog_batch(self.newest(batch))
 
     def newest(self, batch: Iterable[Any]) -> list[Any]:
-        """The batch without rows from a generation older than one already seen in their partition."""
+        """The batch without late rows: stamped below their partition's high mark while their key has a
+        newer row (kept earlier in this pass, or already in the local store when the pass continues it)."""
         kept = []
         for event in batch:
             msg = event.message
@@ -132,30 +158,50 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
             if stamp is None:
                 kept.append(event)  # unstamped (written by an older release): log order, as Faust does
                 continue
-            high = self.high_mark(msg.partition)
-            if stamp[0] < high:
-                self._stale.setdefault(msg.partition, set()).add(event.key)
+            partition, high = msg.partition, self.high_mark(msg.partition)
+            seen = self._seen.setdefault(partition, set())
+            if stamp < high and self._has_newer(partition, event.key, seen):
+                self._stale.setdefault(partition, set()).add(event.key)
                 if self.on_stale is not None:
                     self.on_stale(self.name)
                 log.warning(
-                    "skipped a late changelog row of generation %d (partition at %d): an evicted worker wrote it",
-                    stamp[0],
+                    "skipped a late changelog row stamped %s (partition at %s): an evicted worker wrote it",
+                    stamp,
                     high,
-                    extra={"topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
+                    extra={"topic": msg.topic, "partition": partition, "offset": msg.offset},
                 )
                 continue
-            self._raise_high(msg.partition, stamp[0])
+            self._raise_high(partition, stamp)
+            seen.add(event.key)
             kept.append(event)
         return kept
 
+    def _has_newer(self, partition: int, key: Any, seen: set[Any]) -> bool:
+        if key in seen:
+            return True
+        if self._full_pass(partition):
+            return False  # the local store is what is being rebuilt: it proves nothing
+        try:
+            return self.data.get(key) is not None
+        except Exception:  # a store that cannot answer: keep the row, as Faust would
+            return False
+
+    def _full_pass(self, partition: int) -> bool:
+        return self._distrusted_up_to is not None and partition not in self._retrusted
+
     def distrust(self, generation: int) -> None:
-        """This worker stood still past its session timeout in `generation`: at its next recovery, read
-        every changelog partition from the start."""
+        """This worker stood still past its session timeout in `generation`: unless its membership is
+        confirmed first, read every changelog partition from the start at its next recovery."""
         self._distrusted_up_to = max(generation, self._distrusted_up_to or 0)
         self._retrusted.clear()
 
+    def trust_again(self) -> None:
+        """The group still had this worker after the stall: nobody else wrote its partitions."""
+        self._distrusted_up_to = None
+        self._retrusted.clear()
+
     def persisted_offset(self, tp: TP) -> int | None:
-        if self._distrusted_up_to is not None and tp.partition not in self._retrusted:
+        if self._full_pass(tp.partition):
             return None  # Faust's recovery then reads the changelog from its beginning
         offset: int | None = super().persisted_offset(tp)
         return offset
@@ -163,7 +209,11 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         await super().on_recovery_completed(active_tps, standby_tps)
         self._retrusted |= {tp.partition for tp in (*active_tps, *standby_tps)}
+        generation = int(self.app.consumer_generation_id)
         for partition in sorted(tp.partition for tp in active_tps):
+            # Writes from now on must stamp above everything in the log, even if the group's
+            # generations started over.
+            self._epoch[partition] = max(generation, self.high_mark(partition)[0] + 1)
             # The owner writes the values it kept, so the log ends with them again (a standby's stale
             # keys wait until it owns the partition).
             for key in sorted(self._stale.pop(partition, set()), key=str):

@@ -334,19 +334,19 @@ def verify(settings: Settings, *, check_state: bool = True) -> Report:
 
 def _newest(changelog: list[Any]) -> dict[str, bytes]:
     """A table as its changelog says, the way recovery builds it (streams/tables.py): within a partition
-    in offset order, skipping late rows of a generation older than one already seen there; the newest
-    row per key wins, by timestamp between partitions (a key written to two partitions, e.g. by a
-    foreign producer); tombstones remove the key."""
+    in offset order, skipping a late row (stamped below one already seen there) when its key has a
+    newer row; the newest row per key wins, by timestamp between partitions (a key written to two
+    partitions, e.g. by a foreign producer); tombstones remove the key."""
     newest: dict[str, dict[int, Any]] = defaultdict(dict)
-    high: dict[int, int] = defaultdict(int)
+    high: dict[int, tuple[int, int]] = defaultdict(lambda: (0, 0))
     for r in sorted(changelog, key=lambda r: (r.partition, r.offset)):
-        stamp = stamp_of(getattr(r, "headers", None))
-        if stamp is not None:
-            if stamp[0] < high[r.partition]:
-                continue
-            high[r.partition] = stamp[0]
         key = r.key.decode()
         key = orjson.loads(key) if key.startswith('"') else key
+        stamp = stamp_of(getattr(r, "headers", None))
+        if stamp is not None:
+            if stamp < high[r.partition] and r.partition in newest[key]:
+                continue
+            high[r.partition] = max(stamp, high[r.partition])
         newest[key][r.partition] = r
     out: dict[str, bytes] = {}
     for key, per_partition in newest.items():

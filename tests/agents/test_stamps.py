@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,37 +33,101 @@ def row(table: StampedTable, key: str, value: Any, stamp: str | None, *, offset:
     return SimpleNamespace(message=msg, key=key, value=value)  # the memory store reads these
 
 
+@contextmanager
+def changelog_sends(table: StampedTable) -> Iterator[list[dict[str, Any]]]:
+    """What the table sends to its changelog (still sent: the buffer is dropped between tests)."""
+    sent: list[dict[str, Any]] = []
+    real = table.changelog_topic.send_soon
+
+    def capture(**kwargs: Any) -> Any:
+        sent.append(kwargs)
+        return real(**kwargs)
+
+    table.changelog_topic.send_soon = capture  # type: ignore[method-assign]
+    try:
+        yield sent
+    finally:
+        del table.changelog_topic.send_soon
+
+
 @pytest.fixture
 def loads(kit: Kit) -> StampedTable:
     table = kit.ctx.tables.loads
     table._high.clear()
     table._stale.clear()
+    table._seen.clear()
+    table._epoch.clear()
     table._distrusted_up_to = None
     table._retrusted.clear()
     return table
 
 
 def test_stamps_are_read_from_headers_of_either_shape() -> None:
-    assert stamp_of([(STAMP_HEADER, b"12:345")]) == (12, 345)
-    assert stamp_of({STAMP_HEADER: b"3:4"}) == (3, 4)
+    assert stamp_of([(STAMP_HEADER, b"51:1:345")]) == (51, 1)  # epoch, generation (sequence dropped)
+    assert stamp_of({STAMP_HEADER: b"3:3:4"}) == (3, 3)
+    assert stamp_of([(STAMP_HEADER, b"12:345")]) == (12, 12)  # generation:sequence
     assert stamp_of([("other", b"x")]) is None
     assert stamp_of(None) is None
     assert stamp_of([(STAMP_HEADER, b"garbage")]) is None
 
 
 def test_a_late_row_of_an_older_generation_is_skipped(kit: Kit, loads: StampedTable) -> None:
-    """w2 (generation 8) wrote open=18 at offset 70; the zombie w1 (generation 7) flushed open=11 at 72,
-    and a row for another key it had buffered too: that event was never committed, w2 handles it again."""
+    """w2 (generation 8) wrote open=18 at offset 70; the zombie w1 (generation 7) flushed open=11 at 72.
+    Its row for p|s has no newer row (compaction removed it, say): an old value beats none."""
     early = row(loads, "p|r", {"open": 17}, "7:4000", offset=60)
     successor = row(loads, "p|r", {"open": 18}, "8:100", offset=70)
     zombie = row(loads, "p|r", {"open": 11}, "7:5000", offset=72)
-    zombie_other = row(loads, "p|s", {"open": 2}, "7:5001", offset=73)
+    zombie_only = row(loads, "p|s", {"open": 2}, "7:5001", offset=73)
     next_owner = row(loads, "p|s", {"open": 3}, "9:1", offset=74)
-    assert loads.newest([early, successor, zombie, zombie_other, next_owner]) == [early, successor, next_owner]
-    assert loads._stale == {0: {"p|r", "p|s"}}
-    assert loads.high_mark(0) == 9
+    assert loads.newest([early, successor, zombie, zombie_only, next_owner]) == [
+        early,
+        successor,
+        zombie_only,
+        next_owner,
+    ]
+    assert loads._stale == {0: {"p|r"}}
+    assert loads.high_mark(0) == (9, 9)
     registry = kit.ctx.metrics.registry
-    assert registry.get_sample_value("leadrelay_stale_changelog_records_total", {"table": "loads"}) == 2
+    assert registry.get_sample_value("leadrelay_stale_changelog_records_total", {"table": "loads"}) == 1
+
+
+def test_a_late_row_loses_to_the_value_already_in_the_local_store(kit: Kit, loads: StampedTable) -> None:
+    """Recovery continuing from the local store's offset: the newer row was applied in an earlier pass."""
+    loads.apply_changelog_batch([row(loads, "p|r", {"open": 18}, "8:100", offset=70)])
+    loads._seen.clear()  # a later rebalance: a new pass
+    assert loads.newest([row(loads, "p|r", {"open": 11}, "7:5000", offset=72)]) == []
+
+
+def test_stamps_keep_growing_when_the_group_generations_start_over(kit: Kit, loads: StampedTable) -> None:
+    """A deleted or expired group restarts at generation 1: the owner stamps above its log's epoch."""
+    topic = loads.changelog_topic.get_topic_name()
+    loads.apply_changelog_batch([row(loads, "p|r", {"open": 5}, "50:50:7", offset=9, partition=1)])
+    kit.relay.app.consumer_generation_id = 1
+    try:
+        with changelog_sends(loads) as sent:
+            asyncio.run(loads.on_recovery_completed({TP(topic, 1)}, set()))
+            asyncio.run(_write(loads, 1, "p|r", {"open": 6}))
+    finally:
+        kit.relay.app.consumer_generation_id = 0
+    [write] = sent
+    assert stamp_of(write["headers"]) == (51, 1)
+    loads._high.clear()
+    loads._seen.clear()  # a fresh reader of the whole log keeps both rows, in order
+    first = row(loads, "p|r", {"open": 5}, "50:50:7", offset=9, partition=1)
+    second = row(loads, "p|r", {"open": 6}, "51:1:8", offset=10, partition=1)
+    assert loads.newest([first, second]) == [first, second]
+
+
+async def _write(table: StampedTable, partition: int, key: str, value: Any) -> None:
+    table.send_changelog(partition, key, value)
+
+
+def test_confirmed_membership_withdraws_the_distrust(loads: StampedTable) -> None:
+    topic = loads.changelog_topic.get_topic_name()
+    loads.distrust(7)
+    assert loads.persisted_offset(TP(topic, 0)) is None
+    loads.trust_again()
+    assert not loads._full_pass(0)
 
 
 def test_partitions_have_their_own_high_marks_and_unstamped_rows_keep_log_order(loads: StampedTable) -> None:
@@ -84,7 +150,8 @@ async def test_a_live_write_raises_the_high_mark(kit: Kit, loads: StampedTable) 
         loads.send_changelog(2, "p|r", {"open": 18})
     finally:
         app.consumer_generation_id = 0
-    assert loads.high_mark(2) == 8
+    assert loads.high_mark(2) == (8, 8)
+    kit.write("loads", "p|r", {"open": 18})  # what Table.__setitem__ stores beside the changelog row
     late = row(loads, "p|r", {"open": 11}, "7:5000", offset=72, partition=2)
     assert loads.newest([late]) == []
 
@@ -97,18 +164,8 @@ def test_the_owner_writes_the_kept_value_again_after_recovery(kit: Kit, loads: S
     standby_late = row(loads, "p|q", {"open": 4}, "7:9", offset=11, partition=2)
     loads.apply_changelog_batch([successor, zombie, standby, standby_late])
     assert loads.data.get("p|r") == {"open": 18}
-    sent: list[dict[str, Any]] = []
-    real = loads.changelog_topic.send_soon
-
-    def capture(**kwargs: Any) -> Any:
-        sent.append(kwargs)
-        return real(**kwargs)
-
-    loads.changelog_topic.send_soon = capture  # type: ignore[method-assign]
-    try:
+    with changelog_sends(loads) as sent:
         asyncio.run(loads.on_recovery_completed({TP(topic, 1)}, {TP(topic, 2)}))
-    finally:
-        del loads.changelog_topic.send_soon
     [heal] = sent
     assert (heal["key"], heal["value"], heal["partition"]) == ("p|r", {"open": 18}, 1)
     assert stamp_of(heal["headers"]) is not None
@@ -149,7 +206,8 @@ async def test_the_high_mark_survives_a_restart_on_the_same_disk(
         loads.send_changelog(2, "p|r", {"open": 18})
     finally:
         kit.relay.app.consumer_generation_id = 0
-    assert (tmp_path / "loads-2.db.leadrelay-high").read_text() == "8"
+    assert (tmp_path / "loads-2.db.leadrelay-high").read_text() == "8:8"
     loads._high.clear()  # a new process
-    assert loads.high_mark(2) == 8
+    assert loads.high_mark(2) == (8, 8)
+    kit.write("loads", "p|r", {"open": 18})
     assert loads.newest([row(loads, "p|r", {"open": 11}, "7:5000", offset=72, partition=2)]) == []

@@ -82,8 +82,11 @@ def test_a_stall_is_counted_once_and_cleared_by_a_membership_check(
         return True
 
     monkeypatch.setattr(fence, "_still_member", member)
+    confirmed: list[bool] = []
+    fence.on_still_member.append(lambda: confirmed.append(True))  # tables withdraw their distrust
     assert asyncio.run(fence.admit(event(), "route"))
     assert asked == [True] and not fence.suspect
+    assert confirmed == [True]
     assert asyncio.run(fence.admit(event(), "route")), "settled: the next event goes through unasked"
     assert asked == [True]
 
@@ -208,3 +211,55 @@ def test_out_of_the_group_is_not_ready_and_too_long_out_is_not_live(
     fence.app.consumer_generation_id = 8  # it did rejoin after all
     assert not fence.out_of_group() and not fence.wedged()
     assert web.is_ready(app, fence) and web.is_live(app, fence)
+
+
+class FakeAdmin:
+    def __init__(self, members: list[str] | None) -> None:
+        self.members = members
+
+    async def describe_consumer_groups(self, groups: list[str]) -> list[Any]:
+        described = [] if self.members is None else [
+            {"error_code": 0, "group": groups[0], "state": "Stable" if self.members else "Empty",
+             "members": [{"member_id": m} for m in self.members]}
+        ]  # fmt: skip
+        return [SimpleNamespace(to_object=lambda: {"groups": described})]
+
+
+@pytest.mark.parametrize(
+    ("members", "me", "expected"),
+    [
+        pytest.param(["me", "w2"], "me", True, id="still-listed"),
+        pytest.param(["w2"], "me", False, id="evicted-successor-took-over"),
+        pytest.param(["w2"], None, False, id="consumer-already-reset-successor-took-over"),
+        # Nobody took over: dropping would only lose events (an empty group accepts their commit).
+        pytest.param([], "me", True, id="empty-group"),
+        pytest.param([], None, True, id="empty-group-consumer-reset"),
+    ],
+)
+def test_membership_after_a_stall(fence: StallFence, members: list[str], me: str | None, expected: bool) -> None:
+    fence._admin = FakeAdmin(members)  # type: ignore[assignment]
+    fence._member_id = lambda: me  # type: ignore[method-assign]
+    assert asyncio.run(fence._still_member()) is expected
+
+
+def test_an_undescribed_group_is_no_answer(fence: StallFence) -> None:
+    fence._admin = FakeAdmin(None)  # type: ignore[assignment]
+    fence._member_id = lambda: "me"  # type: ignore[method-assign]
+    with pytest.raises(LookupError):
+        asyncio.run(fence._still_member())
+
+
+def test_a_hanging_membership_check_is_bounded(fence: StallFence, clock: Clock, monkeypatch) -> None:
+    """The event in hand holds up any rebalance: one hung request must not hold it forever."""
+    fence.tick()
+    clock.now += 18
+    fence.settings = Settings(session_timeout_seconds=0.2)
+    fence.threshold = 0.1
+
+    async def hang() -> bool:
+        clock.now += 0.15
+        await asyncio.sleep(30)
+        return True
+
+    monkeypatch.setattr(fence, "_still_member", hang)
+    assert asyncio.run(asyncio.wait_for(fence.admit(event(), "route"), 5)), "went on without an answer"

@@ -42,7 +42,8 @@ def test_state_is_read_from_changelogs_the_way_recovery_builds_it() -> None:
         rec("p|r", b'{"open":17}', 60, "7:1"),
         rec("p|r", b'{"open":18}', 70, "8:1"),
         rec("p|r", b'{"open":11}', 72, "7:2"),  # the zombie's late flush
+        rec("p|t", b'{"open":4}', 73, "7:3"),  # late too, but its key has no newer row (compacted): kept
         rec("p|s", b'{"open":1}', 3, None, partition=1),
         rec("p|s", b'{"open":2}', 4, None, partition=1),
     ]
-    assert _newest(list(reversed(log))) == {"p|r": b'{"open":18}', "p|s": b'{"open":2}'}
+    assert _newest(list(reversed(log))) == {"p|r": b'{"open":18}', "p|s": b'{"open":2}', "p|t": b'{"open":4}'}
