@@ -343,13 +343,17 @@ def settle_and_verify(dep: Deployment, running: list[WorkerProcess], *, timeout:
     return verify(dep.settings)
 
 
+FAILED_VERDICTS: list[str] = []  # printed at the end of the session (CI logs show no xfail output)
+
+
 def publish(name: str, report: Report, seconds: float, notes: str = "") -> None:
     """Print the table (visible with -s) and append it to LEADRELAY_CHAOS_RESULTS if set."""
     text = f"\n### {name}\n\n{notes + chr(10) + chr(10) if notes else ''}{report.table()}\n\n({seconds:.0f} s)\n"
     print(text)
-    for label, items in report.problems().items():
-        for item in items[:10]:
-            print(f"  {label}: {item}")
+    problems = [f"  {label}: {item}" for label, items in report.problems().items() for item in items[:10]]
+    print("\n".join(problems))
+    if not report.ok:
+        FAILED_VERDICTS.append("\n".join([text, *problems]))
     target = os.environ.get("LEADRELAY_CHAOS_RESULTS")
     if target:
         with Path(target).open("a") as fh:
@@ -402,3 +406,11 @@ def own_broker(tmp_path: Path) -> Iterator[Path]:
         yield state
     finally:
         localkafka.stop(state)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Every failing verdict, xfailed ones included, so a CI log says which invariant broke and where."""
+    if FAILED_VERDICTS:
+        terminalreporter.section("chaos verdicts that failed")
+        for text in FAILED_VERDICTS:
+            terminalreporter.write_line(text)
