@@ -14,9 +14,9 @@ every event fetched in the old generation until the consumer has rejoined (Faust
 once it knows), and their partitions' owners handle them from the committed offsets. Agents that
 await between reading and writing a table call `barrier()` right before the write.
 
-What it cannot cover: a stall inside synchronous code that writes table rows (they are written
-when the worker wakes, before any check can run); only transactions fence that
-(docs/reliability.md).
+What it cannot recall: rows the worker had buffered in its producer before the freeze, which are
+flushed when it wakes. The stamps of streams/tables.py make those lose at recovery. Left open: the
+rows of one decision are not delivered atomically (docs/reliability.md, finding 7).
 """
 
 from __future__ import annotations
