@@ -311,6 +311,14 @@ def wait_decided(dep: Deployment, lead_ids: set[str], timeout: float) -> None:
         raise AssertionError(f"{exc}: {len(missing)} undecided, e.g. {sorted(missing)[:5]}") from None
 
 
+def publish_roster(dep: Deployment) -> list[RepUpdated]:
+    """The chaos roster on reps.roster, returned once the route agent holds all of it."""
+    reps = roster()
+    dep.send_roster(reps)
+    wait_roster(dep, reps)
+    return reps
+
+
 def wait_roster(dep: Deployment, reps: list[RepUpdated], timeout: float = 60.0) -> None:
     """Until the route agent holds every (pool, rep) of the roster (its reps table changelog says so)."""
     wanted = {f"{p}|{r.rep_id}" for r in reps for p in r.pools}

@@ -23,7 +23,7 @@ from schemas.events import DealClosed, LeadCreated, RepUpdated
 from streams.clients import read_all
 from streams.security import client_kwargs
 from streams.settings import Settings
-from tests.chaos.conftest import MAX_PAYLOAD, POOLS, publish, roster, scaled, settle_and_verify, wait_for, wait_roster
+from tests.chaos.conftest import MAX_PAYLOAD, POOLS, publish, publish_roster, scaled, settle_and_verify, wait_for
 from tests.integration.conftest import Deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -160,9 +160,7 @@ def test_fuzzed_leads_are_dead_lettered_and_valid_leads_around_them_decided(chao
     t0 = time.monotonic()
     dep = chaos()
     worker = dep.worker("w1")
-    reps = roster()
-    dep.send_roster(reps)
-    wait_roster(dep, reps)
+    publish_roster(dep)
     topic = dep.settings.topic_leads_new
     batches: list[int] = []
 
@@ -221,9 +219,7 @@ def test_bad_records_on_every_other_ingress(chaos: Callable[..., Deployment]) ->
     t0 = time.monotonic()
     dep = chaos()
     worker = dep.worker("w1")
-    reps = roster()
-    dep.send_roster(reps)
-    wait_roster(dep, reps)
+    publish_roster(dep)
     s = dep.settings
     rep = RepUpdated(rep_id="r-x", pools=[POOLS[0]]).model_dump_json().encode()
     deal = DealClosed(lead_id="d-1", outcome="won", closed_at=NOW).model_dump_json().encode()

@@ -21,12 +21,11 @@ from tests.chaos.conftest import (
     pause,
     plan_load,
     publish,
+    publish_roster,
     resume,
-    roster,
     scaled,
     settle_and_verify,
     wait_for,
-    wait_roster,
 )
 from tests.integration.conftest import Deployment
 
@@ -44,9 +43,7 @@ class Run:
 def start_run(dep: Deployment, n_leads: int, rate: float, *, seed: int = 1) -> Run:
     """Roster in, wait until the route agent has it, then start the load in the background."""
     t0 = time.monotonic()
-    reps = roster()
-    dep.send_roster(reps)
-    wait_roster(dep, reps)
+    publish_roster(dep)
     plan = plan_load(dep.settings, n_leads, seed=seed)
     load = Load(dep.settings, plan, rate)
     load.start()

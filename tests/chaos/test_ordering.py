@@ -26,12 +26,11 @@ from tests.chaos.conftest import (
     Load,
     plan_load,
     publish,
-    roster,
+    publish_roster,
     scaled,
     settle_and_verify,
     wait_decided,
     wait_for,
-    wait_roster,
 )
 from tests.integration.conftest import Deployment
 
@@ -77,9 +76,7 @@ def test_duplicates_early_and_unknown_deals_and_skewed_clocks(chaos: Callable[..
     t0 = time.monotonic()
     dep = chaos(LEADRELAY_UNKNOWN_LEAD_WAIT_SECONDS="10", LEADRELAY_HOUSEKEEPING_INTERVAL_SECONDS="1")
     worker = dep.worker("w1")
-    reps = roster()
-    dep.send_roster(reps)
-    wait_roster(dep, reps)
+    publish_roster(dep)
     s = dep.settings
     load = Load(s, plan_load(s, scaled(300), prefix="bg", seed=3), rate=25)
     load.start()
@@ -160,9 +157,7 @@ def test_roster_and_policy_changes_race_the_leads(chaos: Callable[..., Deploymen
     t0 = time.monotonic()
     dep = chaos()
     worker = dep.worker("w1")
-    reps = roster()
-    dep.send_roster(reps)
-    wait_roster(dep, reps)
+    reps = publish_roster(dep)
     s = dep.settings
     load = Load(s, plan_load(s, scaled(500), prefix="race", seed=5, deal_every=4), rate=30)
     load.start()
