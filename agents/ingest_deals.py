@@ -6,10 +6,10 @@ from typing import Any
 
 import faust
 
-from agents.ingest_leads import kafka_time, origin_of
+from agents.ingest_leads import origin_of
 from schemas.events import DealClosed
 from schemas.internal import DealUnrouted
-from streams.boundary import guarded_agent
+from streams.boundary import guarded_agent, kafka_time
 from streams.codecs import dump, parse
 from streams.context import Context
 

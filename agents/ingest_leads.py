@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -11,7 +9,7 @@ import faust
 from routing.territory import resolve_pool
 from schemas.events import LeadCreated
 from schemas.internal import LeadArrived, Origin
-from streams.boundary import guarded_agent
+from streams.boundary import guarded_agent, kafka_time
 from streams.codecs import dump, parse
 from streams.context import Context
 
@@ -19,11 +17,6 @@ from streams.context import Context
 def origin_of(event: Any) -> Origin:
     msg = event.message
     return Origin(topic=msg.topic, partition=msg.partition, offset=msg.offset)
-
-
-def kafka_time(event: Any) -> datetime:
-    """The record's broker timestamp: the start of the lead-to-decision latency."""
-    return datetime.fromtimestamp(event.message.timestamp or time.time(), UTC)
 
 
 async def handle(ctx: Context, event: Any) -> None:

@@ -39,4 +39,4 @@ async def handle(ctx: Context, event: Any) -> None:
 
 
 def register(app: faust.App, ctx: Context) -> Any:
-    return guarded_agent(app, ctx, ctx.topics.reps_roster, "ingest_roster", handle)
+    return guarded_agent(app, ctx, ctx.topics.reps_roster, "ingest_roster", handle, writes=(ctx.tables.rep_pools,))

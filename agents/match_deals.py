@@ -116,4 +116,4 @@ def register(app: faust.App, ctx: Context) -> Any:
     async def handle(ctx: Context, event: Any) -> None:
         await handle_value(ctx, event.value)
 
-    return guarded_agent(app, ctx, ctx.topics.lead_events, "match_deals", handle)
+    return guarded_agent(app, ctx, ctx.topics.lead_events, "match_deals", handle, writes=(ctx.tables.match,))

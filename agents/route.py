@@ -25,7 +25,7 @@ from schemas.internal import (
     RepChanged,
 )
 from streams import logs
-from streams.boundary import guarded_agent
+from streams.boundary import guarded_agent, kafka_time
 from streams.codecs import dump, parse_internal
 from streams.context import Context
 from streams.errors import InvalidPolicy, StalePolicy, UnknownLead
@@ -67,7 +67,7 @@ def decide_and_record(ctx: Context, cache: PoolCache, ev: LeadArrived, now: date
     if result.state is not None:
         t.pools[ev.pool] = result.state.to_dict()
         frame.set_state(result.state)
-    m.record_decision(decision, (now - ev.received_at).total_seconds())
+    m.record_decision(decision, (datetime.now(UTC) - ev.received_at).total_seconds())  # latency: wall clock
     m.set_pool_state(ev.pool, open_leads=int(frame.open.sum()), capacity=int(frame.capacity[frame.active].sum()))
     m.set_fairness(ev.pool, fairness.gini(frame.value[frame.active]))
     m.set_policy(
@@ -170,9 +170,8 @@ def register(app: faust.App, ctx: Context, default_policy: Policy) -> Any:
     app.on_partitions_revoked.connect(cache.clear)
     app.on_partitions_assigned.connect(cache.clear)
 
-    async def handle_value(raw: bytes | None) -> None:
+    async def handle_value(raw: bytes | None, now: datetime) -> None:
         ev = parse_internal(POOL_EVENT, raw)
-        now = datetime.now(UTC)  # the wall clock enters here, at the edge, and is passed into the core
         if isinstance(ev, LeadArrived):
             with logs.bind(lead_id=ev.lead.lead_id, pool=ev.pool):
                 await on_lead(ctx, cache, ev, now)
@@ -186,9 +185,12 @@ def register(app: faust.App, ctx: Context, default_policy: Policy) -> Any:
             on_expire(ctx, ev, now)
 
     async def handle(ctx: Context, event: Any) -> None:
-        await handle_value(event.value)
+        # The clock enters here, at the edge, and is passed into the core: the time the event entered the
+        # pool's log (its record timestamp, written by this app), not the wall clock, so handling the
+        # same record again (a successor after a crash, a replay offline) decides the same way.
+        await handle_value(event.value, kafka_time(event))
 
-    route = guarded_agent(app, ctx, ctx.topics.pool_events, "route", handle)
+    route = guarded_agent(app, ctx, ctx.topics.pool_events, "route", handle, writes=(ctx.tables.route,))
 
     route.cache = cache  # type: ignore[attr-defined]  # for tests and introspection
     return route

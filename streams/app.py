@@ -13,7 +13,7 @@ from routing.policy import DEFAULT_POLICY, Policy, parse_policy
 from streams import lag, web
 from streams.context import Context, Topics
 from streams.fence import TICK_SECONDS, StallFence
-from streams.gaps import GapReader
+from streams.gaps import GapReader, rewind_uncommitted
 from streams.metrics import Metrics
 from streams.security import faust_credentials
 from streams.settings import Settings
@@ -63,6 +63,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     )
     metrics = Metrics.for_settings(settings, registry if registry is not None else CollectorRegistry())
     gaps = GapReader(settings)
+    rewind_uncommitted(app)
     app.on_partitions_revoked.connect(gaps.forget)
     app.on_before_shutdown.connect(gaps.close)
     fence = StallFence(app, settings, metrics)
@@ -70,7 +71,9 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     ctx = Context(
         settings=settings,
         topics=Topics.create(app, settings),
-        tables=Tables.create(app, settings.partitions, on_stale=metrics.record_stale_row),
+        tables=Tables.create(
+            app, settings.partitions, on_stale=metrics.record_stale_row, on_cut=metrics.record_cut_rows
+        ),
         metrics=metrics,
         gaps=gaps,
         fence=fence,

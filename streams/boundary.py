@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from streams.context import Context
@@ -11,10 +13,16 @@ from streams.dlq import dead_letter
 from streams.errors import InvalidInput
 from streams.fence import run_fenced
 from streams.gaps import OffsetTracker, repair
+from streams.tables import StampedTable
 
 log = logging.getLogger("leadrelay.agents")
 
 Handler = Callable[[Context, Any], Awaitable[None]]
+
+
+def kafka_time(event: Any) -> datetime:
+    """A record's timestamp (the producer's create time, or the broker's log-append time)."""
+    return datetime.fromtimestamp(event.message.timestamp or time.time(), UTC)
 
 
 async def handle_guarded(ctx: Context, agent: str, event: Any, handler: Handler) -> bool:
@@ -40,16 +48,27 @@ async def handle_guarded(ctx: Context, agent: str, event: Any, handler: Handler)
     return False
 
 
-def guarded_agent(app: Any, ctx: Context, topic: Any, name: str, handler: Handler) -> Any:
+def guarded_agent(
+    app: Any, ctx: Context, topic: Any, name: str, handler: Handler, writes: Sequence[StampedTable] = ()
+) -> Any:
     """The one agent loop every agent runs: no event after a stall until this worker is known to still
     own it (streams/fence.py), records the consumer skipped first (streams/gaps.py), then each event
-    through handle_guarded, yielding handled-or-not for the event itself."""
+    through handle_guarded, yielding handled-or-not for the event itself. `writes` are the tables the
+    agent writes: each event's rows there end with a terminator before the event is acknowledged, so
+    recovery applies them all or none (streams/changelog.py)."""
     tracker = OffsetTracker()
     app.on_partitions_revoked.connect(tracker.clear)
     app.on_partitions_assigned.connect(tracker.clear)
 
+    async def handled(event: Any) -> bool:
+        try:
+            return await handle_guarded(ctx, name, event, handler)
+        finally:  # also after a failure: the rows written are what this worker's store now holds
+            for table in writes:
+                table.end_event()
+
     async def replayed(event: Any) -> bool:
-        return await handle_guarded(ctx, name, event, handler)
+        return await handled(event)
 
     async def loop(stream: Any) -> Any:
         async for event in stream.events():
@@ -57,7 +76,7 @@ def guarded_agent(app: Any, ctx: Context, topic: Any, name: str, handler: Handle
                 yield False  # its partition moved while this worker stood still: the new owner has it
                 continue
             await repair(ctx, tracker, event, name, replayed)
-            yield await handle_guarded(ctx, name, event, handler)
+            yield await handled(event)
 
     agent = app.agent(topic, name=name)(loop)
     agent.tracker = tracker  # for tests and introspection

@@ -202,7 +202,7 @@ def parser() -> argparse.ArgumentParser:
     po.add_argument("--pool", help="the pool (default: the policy's own `pool`)")
     po.set_defaults(func=cmd_policy)
     v = sub.add_parser("verify", help="read all topics back and check the delivery invariants I1-I5")
-    v.add_argument("--no-state", action="store_true", help="skip I3 (needs the loads changelog)")
+    v.add_argument("--no-state", action="store_true", help="skip I3 (needs the route table's changelog)")
     v.set_defaults(func=cmd_verify)
     d = sub.add_parser("demo", help="local Kafka + worker + demo roster + synthetic traffic, then a summary")
     d.add_argument("--seconds", type=float, default=30)

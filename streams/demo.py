@@ -14,11 +14,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from routing.ledger import OPEN
 from schemas.events import AssignmentDecision, LeadCreated, RepUpdated
 from streams import localkafka, synthetic
+from streams.changelog import namespace, read_table
 from streams.clients import one_line, read_all
 from streams.roster import load_roster
 from streams.security import client_kwargs
 from streams.settings import Settings
 from streams.supervise import WorkerProcess, free_port
+from streams.tables import changelog_topic
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "deploy" / "demo"
@@ -139,11 +141,11 @@ async def _run(settings: Settings, seconds: float, rate: float, seed: int) -> Ta
 
 
 def _wait_for_roster(settings: Settings, entries: int, timeout: float = 60) -> None:
-    """Traffic starts once every (pool, rep) profile is in the worker's reps table (its changelog)."""
+    """Traffic starts once every (pool, rep) profile is in the worker's reps (its route table's changelog)."""
     deadline = time.monotonic() + timeout
-    topic = f"{settings.app_id}-reps-changelog"
+    topic = changelog_topic(settings.app_id, "route")
     while time.monotonic() < deadline:
-        if len({r.key for r in asyncio.run(read_all(settings, topic))}) >= entries:
+        if len(namespace(read_table(asyncio.run(read_all(settings, topic))), "reps")) >= entries:
             return
         time.sleep(0.5)
     raise TimeoutError(f"the worker did not apply the demo roster within {timeout}s")

@@ -268,3 +268,41 @@ async def repair(
     for record in records:
         await handle(ReplayedEvent.of(record, getattr(msg, "generation_id", None)))
     return len(records)
+
+
+def rewind_uncommitted(app: Any) -> None:
+    """Close the other way a record is skipped: Faust resumes the stream partitions before it seeks
+    them to their committed offsets (faust/tables/recovery.py), and aiokafka's `seek_to_committed`
+    leaves a partition without a committed offset (or one of 0) wherever its fetcher got to. A record
+    fetched in that window, while Faust's flow is still suspended, is dropped, and the partition goes
+    on after it. The gap repair above notices only at the partition's next record, which on a quiet
+    partition may be hours away. So after Faust's seek, such partitions are sought to their beginning
+    (the `earliest` reset the app is configured with), before the flow resumes; if the record was
+    delivered after all, it is handled twice, which is harmless."""
+    wrapped: set[int] = set()
+
+    def wrap(*_: Any, **__: Any) -> None:
+        consumer = app.consumer
+        if id(consumer) in wrapped:
+            return
+        wrapped.add(id(consumer))
+        original = consumer.perform_seek
+
+        async def perform_seek() -> None:
+            await original()
+            if app.conf.consumer_auto_offset_reset != "earliest":
+                return
+            changelogs = app.tables.changelog_topics
+            fresh = [
+                tp
+                for tp in consumer.assignment()
+                if tp.topic not in changelogs and not consumer._committed_offset.get(tp)  # None or 0
+            ]
+            if fresh:
+                log.debug("seeking %d partitions without a committed offset to their beginning", len(fresh))
+                for tp, offset in (await consumer.earliest_offsets(*fresh)).items():
+                    await consumer.seek(tp, offset)
+
+        consumer.perform_seek = perform_seek
+
+    app.on_partitions_assigned.connect(wrap)

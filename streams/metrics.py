@@ -113,6 +113,7 @@ class Metrics:
     offset_gaps_unread: Counter
     stalls: Counter
     stale_rows: Counter
+    cut_rows: Counter
     fenced_events: Counter
     open_leads: Gauge
     capacity: Gauge
@@ -220,6 +221,13 @@ class Metrics:
             stale_rows=Counter(
                 "leadrelay_stale_changelog_records",
                 "Changelog rows skipped at recovery because a newer stamp was held (a late write of an evicted worker)",
+                ["table"],
+                registry=registry,
+            ),
+            cut_rows=Counter(
+                "leadrelay_incomplete_event_changelog_records",
+                "Changelog rows left out at recovery because their event's writer stopped before writing all of "
+                "them (the event is handled again)",
                 ["table"],
                 registry=registry,
             ),
@@ -350,6 +358,9 @@ class Metrics:
 
     def record_stale_row(self, table: str) -> None:
         self.stale_rows.labels(table=table).inc()
+
+    def record_cut_rows(self, table: str, rows: int) -> None:
+        self.cut_rows.labels(table=table).inc(rows)
 
     def record_offset_gap_unread(self, topic: str) -> None:
         self.offset_gaps_unread.labels(topic=topic).inc()

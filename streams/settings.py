@@ -92,6 +92,11 @@ class Settings(BaseModel):
     # State and web
     store: str = Field("rocksdb://", description="Faust table store (rocksdb:// or memory://)")
     data_dir: Path = Field(Path(".state/worker"), description="Directory of the local table store")
+    rebuild_after_crash: bool = Field(
+        True,
+        description="After a stop that was not clean (kill -9, OOM, crash), rebuild the local table store from "
+        "the changelogs: it may hold writes the changelogs never got",
+    )
     web_host: str = Field("127.0.0.1", description="Bind address of /metrics and health endpoints")
     web_port: Annotated[int, Field(ge=1, le=65535)] = Field(6066, description="Port of the web server")
 

@@ -1,5 +1,9 @@
 """Faust tables. Every table is keyed by what its agent's input topic is keyed by, so reads stay local.
 
+One table per writing agent: everything one event changes goes to one changelog partition, so it can be
+read back all or nothing (streams/changelog.py, "Event groups"). The kinds of row an agent keeps (the
+route agent's ledger, loads, pools, ...) are namespaces of its table: `ledger|<pool>|<lead>`.
+
 Every changelog row carries a stamp header, `x-leadrelay-stamp: <epoch>:<generation>:<sequence>`.
 The generation is the writer's consumer-group generation; the epoch is the same number unless the
 group's generations started over (a deleted or expired group restarts at 1): the owner of a partition
@@ -19,7 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -27,10 +31,19 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from streams.changelog import (
+    GROUP_HEADER,
+    STAMP_HEADER,
+    EventGate,
+    Stamp,
+    end_key,
+    group_of,
+    is_end_key,
+    stamp_of,
+)
+
 log = logging.getLogger("leadrelay.tables")
 
-STAMP_HEADER = "x-leadrelay-stamp"
-Stamp = tuple[int, int]  # (epoch, generation), compared as a tuple
 _sequence = itertools.count(1)
 SEP = "|"
 
@@ -40,26 +53,12 @@ def key(*parts: str) -> str:
     return SEP.join(parts)
 
 
-def stamp_of(headers: Any) -> Stamp | None:
-    """(epoch, generation) from a record's headers (pairs or a mapping); None when not stamped."""
-    items = headers.items() if isinstance(headers, dict) else (headers or ())
-    for name, value in items:
-        if name == STAMP_HEADER and value:
-            try:
-                parts = [int(p) for p in bytes(value).decode().split(":")]
-            except (ValueError, UnicodeDecodeError):
-                return None
-            if len(parts) >= 3:
-                return parts[0], parts[1]
-            return (parts[0], parts[0]) if parts else None  # "<generation>:<sequence>"
-    return None
-
-
 class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are untyped
     """A Faust table whose changelog rows are stamped and whose recovery skips late rows of evicted
     workers."""
 
     on_stale: Callable[[str], None] | None = None  # metrics hook: called with the table name
+    on_cut: Callable[[str, int], None] | None = None  # metrics hook: table name, rows of a cut-short event
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -67,6 +66,8 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
         self._epoch: dict[int, int] = {}  # partition -> epoch this worker writes it with
         self._stale: dict[int, set[Any]] = {}  # partition -> keys whose log ends with a skipped row
         self._seen: dict[int, set[Any]] = {}  # partition -> keys with a kept row in this recovery
+        self._gate: EventGate[Any] = EventGate()  # recovery: an event's rows are applied all or none
+        self._groups: dict[int, tuple[Stamp, int]] = {}  # partition -> (stamp, group) of the event being handled
         # After a stall long enough for an eviction, rows this worker flushed late may sit after its
         # successor's, and Faust's "read up to" offsets would skip the successor's: not trusted until
         # the partition's changelog has been re-read from the start (or membership is confirmed).
@@ -81,23 +82,56 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
     def send_changelog(
         self, partition: int | None, key: Any, value: Any, key_serializer: Any = None, value_serializer: Any = None
     ) -> Any:
+        event = faust.current_event()
         if partition is None:  # tables here always write to the current event's partition
-            event = faust.current_event()
             partition = event.message.partition if event is not None else 0
-        stamp = self.stamp_for(partition)
+        return self._send(partition, key, value, key_serializer, value_serializer, grouped=event is not None)
+
+    def _send(
+        self, partition: int, key: Any, value: Any, key_serializer: Any, value_serializer: Any, *, grouped: bool
+    ) -> Any:
+        sequence = next(_sequence)
+        if grouped:  # the first row of an event opens its group; the rest join it, stamp and all
+            stamp, group = self._groups.setdefault(partition, (self.stamp_for(partition), sequence))
+        else:
+            stamp, group = self.stamp_for(partition), None
         self._raise_high(partition, stamp)  # first: a failure here must not leave a row unaccounted
+        headers = [(STAMP_HEADER, f"{stamp[0]}:{stamp[1]}:{sequence}".encode())]
+        if group is not None:
+            headers.append((GROUP_HEADER, str(group).encode()))
         fut = self.changelog_topic.send_soon(
             key=key,
             value=value,
             partition=partition,
-            headers=[(STAMP_HEADER, f"{stamp[0]}:{stamp[1]}:{next(_sequence)}".encode())],
+            headers=headers,
             key_serializer=key_serializer if key_serializer is not None else self.key_serializer,
             value_serializer=value_serializer if value_serializer is not None else self.value_serializer,
             callback=self._on_changelog_sent,
             eager_partitioning=True,
         )
-        self._stale.get(partition, set()).discard(key)
+        if not is_end_key(key):
+            self._stale.get(partition, set()).discard(key)
         return fut
+
+    def end_event(self) -> None:
+        """The event being handled wrote all it will: a terminator row per partition it wrote, after its
+        rows (same producer, same partition: Kafka keeps them in order). Called before the event is
+        acknowledged, so a committed event always has its terminator delivered (Faust flushes first)."""
+        groups, self._groups = self._groups, {}
+        for partition, (stamp, group) in sorted(groups.items()):
+            self.changelog_topic.send_soon(
+                key=end_key(stamp),
+                value={"event": group},
+                partition=partition,
+                headers=[
+                    (STAMP_HEADER, f"{stamp[0]}:{stamp[1]}:{next(_sequence)}".encode()),
+                    (GROUP_HEADER, str(group).encode()),
+                ],
+                key_serializer=self.key_serializer,
+                value_serializer=self.value_serializer,
+                callback=self._on_changelog_sent,
+                eager_partitioning=True,
+            )
 
     def _on_changelog_sent(self, fut: Any) -> None:
         stamp = stamp_of(fut.message.headers)
@@ -143,10 +177,21 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
     # --- recovery ----------------------------------------------------------------------------------
     async def on_rebalance(self, *args: Any, **kwargs: Any) -> None:
         self._seen.clear()  # a new recovery pass starts
+        self._gate.reset()  # from the last applied offset, so rows it held are read again
         await super().on_rebalance(*args, **kwargs)
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
-        super().apply_changelog_batch(self.newest(batch))
+        super().apply_changelog_batch(self.newest(self.complete(batch)))
+
+    def complete(self, batch: Iterable[Any]) -> list[Any]:
+        """The rows of events known to be complete, in log order; the rows of an event whose end has not
+        been read yet are held (streams/changelog.py). Terminators are not table rows: never applied."""
+        released: list[Any] = []
+        for event in batch:
+            msg = event.message
+            end = is_end_key(event.key)
+            released += self._gate.feed(msg.partition, stamp_of(msg.headers), group_of(msg.headers), end, event)
+        return released
 
     def newest(self, batch: Iterable[Any]) -> list[Any]:
         """The batch without late rows: stamped below their partition's high mark while their key has a
@@ -211,6 +256,15 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
         self._retrusted |= {tp.partition for tp in (*active_tps, *standby_tps)}
         generation = int(self.app.consumer_generation_id)
         for partition in sorted(tp.partition for tp in active_tps):
+            cut = self._gate.close(partition)
+            if cut:  # its writer stopped part-way; the event was not committed and is handled again
+                if self.on_cut is not None:
+                    self.on_cut(self.name, len(cut))
+                log.warning(
+                    "left out %d changelog rows of an event whose writer stopped before writing all of it",
+                    len(cut),
+                    extra={"topic": cut[0].message.topic, "partition": partition, "offset": cut[0].message.offset},
+                )
             # Writes from now on must stamp above everything in the log, even if the group's
             # generations started over.
             self._epoch[partition] = max(generation, self.high_mark(partition)[0] + 1)
@@ -218,31 +272,80 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
             # keys wait until it owns the partition).
             for key in sorted(self._stale.pop(partition, set()), key=str):
                 value = self.data.get(key)
-                self.send_changelog(partition, key, value, value_serializer="raw" if value is None else None)
+                self._send(partition, key, value, None, "raw" if value is None else None, grouped=False)
+
+
+class Namespace(MutableMapping[str, Any]):
+    """One kind of row (`ledger`, `loads`, ...) in the table its agent shares between them: keys are
+    stored as `<kind>|<key>`. Reads and writes go through the table (its changelog, its event groups)."""
+
+    def __init__(self, table: Any, kind: str) -> None:
+        self.table, self.kind, self._prefix = table, kind, kind + SEP
+
+    def __getitem__(self, key: str) -> Any:
+        return self.table[self._prefix + key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.table.get(self._prefix + key)
+        return default if value is None else value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.table[self._prefix + key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[self._prefix + key]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.table.get(self._prefix + key) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, _ in self.items())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.items())
+
+    def items(self) -> Iterator[tuple[str, Any]]:  # type: ignore[override]  # one pass, no second lookup
+        n = len(self._prefix)
+        return ((k[n:], v) for k, v in self.table.items() if isinstance(k, str) and k.startswith(self._prefix))
+
+    @property
+    def data(self) -> Namespace:
+        """The same kind in the table's local store (no changelog): for tests and tools."""
+        return Namespace(self.table.data, self.kind)
 
 
 @dataclass(frozen=True)
 class Tables:
-    # route agent (pool-events, key = pool)
-    reps: faust.Table[str, Any]  # pool|rep -> Rep dict
-    loads: faust.Table[str, Any]  # pool|rep -> Load dict
-    performance: faust.Table[str, Any]  # pool|rep -> {day: [won, lost, revenue]}
-    ledger: faust.Table[str, Any]  # pool|lead -> LedgerEntry dict
-    models: faust.Table[str, Any]  # pool|rep -> learned conversion model (won/lost per lead feature)
-    pools: faust.Table[str, Any]  # pool -> PoolState dict (members, rotation cursor and virtual time, totals)
-    policies: faust.Table[str, Any]  # pool -> policy dict (the running version)
-    # match_deals agent (lead-events, key = lead_id)
-    lead_index: faust.Table[str, Any]  # lead -> {"pool", "rep_id", "decision_id"}
-    parked_deals: faust.Table[str, Any]  # lead -> DealUnrouted dict
-    # ingest_roster agent (reps.roster, key = rep_id)
-    rep_pools: faust.Table[str, Any]  # rep -> [pool, ...]
+    # One table per writing agent (see the module docstring).
+    route: StampedTable  # route agent (pool-events, key = pool): the kinds below
+    match: StampedTable  # match_deals agent (lead-events, key = lead_id): lead-index, parked-deals
+    rep_pools: StampedTable  # ingest_roster agent (reps.roster, key = rep_id): rep -> [pool, ...]
+    reps: Namespace  # pool|rep -> Rep dict
+    loads: Namespace  # pool|rep -> Load dict
+    performance: Namespace  # pool|rep -> {day: [won, lost, revenue]}
+    ledger: Namespace  # pool|lead -> LedgerEntry dict
+    models: Namespace  # pool|rep -> learned conversion model (won/lost per lead feature)
+    pools: Namespace  # pool -> PoolState dict (members, rotation cursor and virtual time, totals)
+    policies: Namespace  # pool -> policy dict (the running version)
+    lead_index: Namespace  # lead -> {"pool", "rep_id", "decision_id"}
+    parked_deals: Namespace  # lead -> DealUnrouted dict
 
     def all(self) -> list[StampedTable]:
-        return [getattr(self, f.name) for f in fields(self)]
+        return [self.route, self.match, self.rep_pools]
+
+    def views(self) -> dict[str, Any]:
+        """Every kind of row by name (`rep_pools` is a table of one kind)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("route", "match")}
 
     @classmethod
-    def create(cls, app: faust.App, partitions: int, on_stale: Callable[[str], None] | None = None) -> Tables:
-        def table(name: str) -> faust.Table[str, Any]:
+    def create(
+        cls,
+        app: faust.App,
+        partitions: int,
+        on_stale: Callable[[str], None] | None = None,
+        on_cut: Callable[[str, int], None] | None = None,
+    ) -> Tables:
+        def table(name: str) -> StampedTable:
             t = StampedTable(
                 app,
                 name=name,
@@ -252,14 +355,23 @@ class Tables:
                 help=TABLES[name],
                 beacon=app.tables.beacon,
             )
-            t.on_stale = on_stale
+            t.on_stale, t.on_cut = on_stale, on_cut
             return app.tables.add(t)
 
-        return cls(**{name.replace("-", "_"): table(name) for name in TABLES})
+        route, match = table("route"), table("match")
+        kinds = {kind.replace("-", "_"): Namespace(route, kind) for kind in ROUTE_KINDS}
+        kinds |= {kind.replace("-", "_"): Namespace(match, kind) for kind in MATCH_KINDS}
+        return cls(route=route, match=match, rep_pools=table("rep-pools"), **kinds)
 
 
 # Table name (as in its changelog topic `<app_id>-<name>-changelog`) -> what it holds.
 TABLES = {
+    "route": "Route agent state per pool: the kinds of ROUTE_KINDS",
+    "match": "Deal matching state per lead: the kinds of MATCH_KINDS",
+    "rep-pools": "Pools each rep belongs to",
+}
+# Kinds of row (key prefix `<kind>|`) -> what they hold.
+ROUTE_KINDS = {
     "reps": "Rep profile per pool",
     "loads": "Open leads and value received per pool and rep",
     "performance": "Daily won/lost/revenue buckets per pool and rep",
@@ -267,9 +379,10 @@ TABLES = {
     "models": "Learned conversion model per pool and rep",
     "pools": "Members, rotation state and totals per pool",
     "policies": "Running policy per pool",
+}
+MATCH_KINDS = {
     "lead-index": "Pool and owner of each decided lead",
     "parked-deals": "Deals waiting for their lead's decision",
-    "rep-pools": "Pools each rep belongs to",
 }
 
 

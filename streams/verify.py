@@ -25,9 +25,10 @@ from pydantic import ValidationError
 
 from schemas.events import AssignmentDecision, DealClosed, LeadCreated, RepUpdated
 from schemas.internal import POOL_EVENT, DealArrived, LeadArrived, RepChanged
+from streams.changelog import namespace, read_table
 from streams.clients import read_all
 from streams.settings import Settings
-from streams.tables import changelog_topic, stamp_of
+from streams.tables import changelog_topic
 from streams.topics import pool_events_topic
 
 ROSTER_SLACK_MS = 5000  # roster and decisions are different topics: allow this much clock overlap
@@ -113,8 +114,7 @@ async def collect(settings: Settings) -> dict[str, list[Any]]:
         "roster": settings.topic_reps_roster,
         "decisions": settings.topic_assignments,
         "dlq": settings.topic_dlq,
-        "loads": changelog_topic(settings.app_id, "loads"),
-        "reps": changelog_topic(settings.app_id, "reps"),
+        "route": changelog_topic(settings.app_id, "route"),
         "pool_events": pool_events_topic(settings),
     }
     results = await asyncio.gather(*(read_all(settings, t) for t in topics.values()))
@@ -163,11 +163,11 @@ def check(records: dict[str, list[Any]], settings: Settings, *, check_state: boo
     _check_deals_routed(report, records["deals"], dead_deals, pool_log, settings.topic_deals_closed)
     if check_state:
         report.checked_state = True
-        _check_state(
-            report, first, [r for r in records["deals"] if (r.partition, r.offset) not in dead_deals], records["loads"]
-        )
+        route = read_table(records.get("route") or [])
+        live_deals = [r for r in records["deals"] if (r.partition, r.offset) not in dead_deals]
+        _check_state(report, first, live_deals, namespace(route, "loads"))
         if records.get("pool_events"):
-            _check_reps_state(report, pool_log, records.get("reps") or [])
+            _check_reps_state(report, pool_log, namespace(route, "reps"))
     return report
 
 
@@ -304,7 +304,7 @@ def _check_availability(
 
 
 def _check_state(
-    report: Report, first: dict[str, tuple[Any, AssignmentDecision]], deals: list[Any], loads: list[Any]
+    report: Report, first: dict[str, tuple[Any, AssignmentDecision]], deals: list[Any], loads: dict[str, bytes]
 ) -> None:
     expected: Counter[str] = Counter()
     owner: dict[str, str] = {}
@@ -322,7 +322,7 @@ def _check_state(
         if deal.lead_id in owner and deal.lead_id not in closed:
             closed.add(deal.lead_id)
             expected[owner[deal.lead_id]] -= 1
-    actual = {key: int(orjson.loads(value).get("open", 0)) for key, value in _newest(loads).items()}
+    actual = {key: int(orjson.loads(value).get("open", 0)) for key, value in loads.items()}
     for key in sorted(set(expected) | set(actual)):
         if expected.get(key, 0) != actual.get(key, 0):
             report.state_mismatches.append(f"{key}: table {actual.get(key, 0)} != replay {expected.get(key, 0)}")
@@ -332,31 +332,7 @@ def verify(settings: Settings, *, check_state: bool = True) -> Report:
     return check(asyncio.run(collect(settings)), settings, check_state=check_state)
 
 
-def _newest(changelog: list[Any]) -> dict[str, bytes]:
-    """A table as its changelog says, the way recovery builds it (streams/tables.py): within a partition
-    in offset order, skipping a late row (stamped below one already seen there) when its key has a
-    newer row; the newest row per key wins, by timestamp between partitions (a key written to two
-    partitions, e.g. by a foreign producer); tombstones remove the key."""
-    newest: dict[str, dict[int, Any]] = defaultdict(dict)
-    high: dict[int, tuple[int, int]] = defaultdict(lambda: (0, 0))
-    for r in sorted(changelog, key=lambda r: (r.partition, r.offset)):
-        key = r.key.decode()
-        key = orjson.loads(key) if key.startswith('"') else key
-        stamp = stamp_of(getattr(r, "headers", None))
-        if stamp is not None:
-            if stamp < high[r.partition] and r.partition in newest[key]:
-                continue
-            high[r.partition] = max(stamp, high[r.partition])
-        newest[key][r.partition] = r
-    out: dict[str, bytes] = {}
-    for key, per_partition in newest.items():
-        last = max(per_partition.values(), key=lambda r: (r.timestamp, r.partition))
-        if last.value is not None:
-            out[key] = last.value
-    return out
-
-
-def _check_reps_state(report: Report, pool_log: _PoolLog, reps: list[Any]) -> None:
+def _check_reps_state(report: Report, pool_log: _PoolLog, reps: dict[str, bytes]) -> None:
     """I3 for the roster: the reps table equals the last profile each pool's log gave each rep (a roster
     change the route agent never applied would silently keep a rep out of, or in, a pool)."""
     expected: dict[str, RepUpdated | None] = {}
@@ -364,7 +340,7 @@ def _check_reps_state(report: Report, pool_log: _PoolLog, reps: list[Any]) -> No
         for ev in events:
             if isinstance(ev, RepChanged):
                 expected[f"{ev.pool}|{ev.rep_id}"] = ev.profile
-    actual = {key: orjson.loads(value) for key, value in _newest(reps).items()}
+    actual = {key: orjson.loads(value) for key, value in reps.items()}
     for key in sorted(set(expected) | set(actual)):
         profile, row = expected.get(key), actual.get(key)
         want = None if profile is None else (profile.capacity, profile.availability, profile.active)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+from pathlib import Path
 
 import faust
 
@@ -25,10 +27,37 @@ async def publish_roster(relay: LeadRelay, reps: list[RepUpdated]) -> None:
     log.info("published %d reps from the roster file", len(reps))
 
 
+CLEAN_STOP = ".leadrelay-clean-stop"
+
+
+def open_store(tabledir: Path, *, rebuild_after_crash: bool) -> bool:
+    """Before Faust opens the local table store: keep it only if the last worker on it stopped cleanly.
+    RocksDB gets each table write at once, the changelog a moment later (buffered in the producer), so
+    a worker killed in between leaves rows on disk its changelog never got; kept, they would mask an
+    event that the next owner of the partition handles again, and the changelog would stay without
+    them. Kafka Streams drops a store that was not closed cleanly under exactly-once for the same
+    reason. Returns True when the store was dropped (rebuilt from the changelogs at assignment)."""
+    mark = tabledir / CLEAN_STOP
+    clean = mark.exists()
+    mark.unlink(missing_ok=True)  # from now on the store is in use: only a clean stop marks it again
+    if clean or not rebuild_after_crash or not tabledir.is_dir() or not any(tabledir.iterdir()):
+        return False
+    log.warning("the last worker on %s did not stop cleanly: rebuilding its tables from the changelogs", tabledir)
+    shutil.rmtree(tabledir)
+    return True
+
+
+def mark_clean_stop(tabledir: Path) -> None:
+    if tabledir.is_dir():
+        (tabledir / CLEAN_STOP).touch()
+
+
 def run(settings: Settings) -> int:
     if settings.create_topics:
         asyncio.run(ensure_topics(settings))
     relay = create_app(settings)
+    tabledir = Path(relay.app.conf.tabledir)
+    open_store(tabledir, rebuild_after_crash=settings.rebuild_after_crash)
     policies = [(p, parse_policy(p.read_text())) for p in settings.policy_files]  # fail fast on a bad file
     for path, policy in policies:
         if policy.pool is None:
@@ -56,5 +85,10 @@ def run(settings: Settings) -> int:
         logging_config=worker_logging(settings.log_level),
         quiet=True,
     )
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code in (None, 0):  # stopped, not crashed: producer flushed, offsets committed, stores closed
+            mark_clean_stop(tabledir)
+        raise
     return 0

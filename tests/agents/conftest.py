@@ -120,14 +120,14 @@ class Kit:
         return {f.name: len(self.sent(f.name)) for f in fields(self.ctx.topics)}
 
     def table(self, name: str) -> dict[str, Any]:
-        return dict(getattr(self.ctx.tables, name).data.items())
+        return dict(self.ctx.tables.views()[name].data.items())
 
     def tables_snapshot(self) -> dict[str, dict[str, Any]]:
-        return {f.name: json.loads(json.dumps(self.table(f.name))) for f in fields(self.ctx.tables)}
+        return {name: json.loads(json.dumps(self.table(name))) for name in self.ctx.tables.views()}
 
     def write(self, table: str, key: str, value: Any) -> None:
         """Direct store write (memory store only): no event context, no changelog."""
-        getattr(self.ctx.tables, table).data[key] = value
+        self.ctx.tables.views()[table].data[key] = value
 
     def closed_long_ago(self, ledger_key: str, at: datetime = LONG_AGO) -> None:
         """Pretend the worker closed this ledger entry at `at` (retention counts from released_at)."""

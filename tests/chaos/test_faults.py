@@ -118,14 +118,6 @@ def test_broker_restart(own_broker, chaos: Callable[..., Deployment]) -> None:  
     )
 
 
-PARTIAL_FLUSH = pytest.mark.xfail(
-    strict=False,
-    reason="known defect (docs/reliability.md, finding 7): the changelog rows of one decision (ledger, loads, "
-    "pools) are not written atomically; a worker frozen between their deliveries leaves its successor a "
-    "partial state, which can change a later decision; seen in 1 of 5 runs after the stall fence and stamps",
-)
-
-
 @pytest.mark.parametrize("stop", ["sigterm", "kill9"])
 def test_local_state_deleted(chaos: Callable[..., Deployment], stop: str) -> None:
     """The worker's RocksDB directory is lost (new disk, new pod): it must rebuild every table from the
@@ -144,7 +136,6 @@ def test_local_state_deleted(chaos: Callable[..., Deployment], stop: str) -> Non
     finish(run, [worker], f"local state deleted ({stop}), restart recovers from changelogs", "Deleted at 40 %.")
 
 
-@PARTIAL_FLUSH
 def test_worker_paused_past_poll_interval(chaos: Callable[..., Deployment]) -> None:
     """SIGSTOP a busy worker for longer than its session timeout and max poll interval: the group evicts
     it and the other worker takes its partitions (recovering their tables from the changelogs); then

@@ -15,9 +15,11 @@ import pytest
 
 from schemas.events import AssignmentDecision, DealClosed, LeadCreated, RepUpdated
 from streams import synthetic
+from streams.changelog import namespace, read_table
 from streams.clients import produce, read_all
 from streams.settings import Settings
 from streams.supervise import WorkerProcess, free_port
+from streams.tables import MATCH_KINDS, ROUTE_KINDS, changelog_topic
 
 
 @dataclass
@@ -86,17 +88,14 @@ class Deployment:
         return [AssignmentDecision.model_validate_json(r.value) for r in found]
 
     def table(self, name: str) -> dict[str, Any]:
-        """A table's current content as its changelog says (newest value per key; tombstones remove)."""
-        topic = f"{self.settings.app_id}-{name}-changelog"
-        state: dict[str, Any] = {}
-        for record in asyncio.run(read_all(self.settings, topic)):
-            key = record.key.decode()
-            key = orjson.loads(key) if key.startswith('"') else key
-            if record.value is None:
-                state.pop(key, None)
-            else:
-                state[key] = orjson.loads(record.value)
-        return state
+        """A table (or a kind of row: `ledger`, `loads`, ...) as its changelog says, read the way recovery
+        reads it (streams/changelog.py: whole events, newest value per key, tombstones remove)."""
+        table = "route" if name in ROUTE_KINDS else "match" if name in MATCH_KINDS else name
+        topic = changelog_topic(self.settings.app_id, table)
+        rows = read_table(asyncio.run(read_all(self.settings, topic)))
+        if table != name:
+            rows = namespace(rows, name)
+        return {key: orjson.loads(value) for key, value in rows.items()}
 
     def settle(self, seconds: float = 3.0) -> None:
         """Give the worker time to flush table changelogs (Faust sends them asynchronously)."""

@@ -164,14 +164,14 @@ def test_contact_data_never_leaves_the_input_except_into_the_dlq(deployment) -> 
     topics, dlq_config = asyncio.run(app_topics(settings))
     assert dlq_config["retention.ms"] == str(14 * 24 * 3600 * 1000), "docs/security.md: the DLQ keeps 14 days"
     assert f"{settings.app_id}-pool-events" in topics and f"{settings.app_id}-lead-events" in topics
-    assert f"{settings.app_id}-ledger-changelog" in topics
+    assert f"{settings.app_id}-route-changelog" in topics
     scanned: dict[str, int] = {}
     for topic in [*topics, settings.topic_assignments]:
         records = asyncio.run(read_all(settings, topic))
         scanned[topic] = len(records)
         leaks += [f"{topic}: {c}" for r in records for c in found(record_bytes(r))]
     # the scan saw the data it is meant to check: the valid leads went through these topics
-    for topic in (f"{settings.app_id}-pool-events", f"{settings.app_id}-ledger-changelog", settings.topic_assignments):
+    for topic in (f"{settings.app_id}-pool-events", f"{settings.app_id}-route-changelog", settings.topic_assignments):
         assert scanned[topic] >= len(VALID), (topic, scanned[topic])
     pool_events = b"".join(record_bytes(r) for r in asyncio.run(read_all(settings, f"{settings.app_id}-pool-events")))
     assert all(d["lead_id"].encode() in pool_events for d in VALID)

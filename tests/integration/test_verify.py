@@ -48,7 +48,7 @@ def test_clean_run_passes_and_injected_faults_are_caught(deployment) -> None:
         dep.settings.topic_assignments,
         [(d.lead_id.encode(), d.model_dump_json().encode()) for d in (forged, ghost_decision)],
     )
-    dep.send(f"{dep.settings.app_id}-loads-changelog", [(b"a|r1", b'{"open": 99}')])  # state drifted from log
+    dep.send(f"{dep.settings.app_id}-route-changelog", [(b"loads|a|r1", b'{"open": 99}')])  # state drifted from log
     bad = verify(dep.settings)
     assert not bad.ok
     assert [c.split(":")[0] for c in bad.conflicting_decisions] == [forged.lead_id]

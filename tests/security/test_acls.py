@@ -176,11 +176,11 @@ def test_documented_acls_run_the_worker_and_keep_the_dlq_to_operators(acl_kafka:
         worker.stop()
 
     # the data is there (the worker and the operators read it), and nobody else may read it
-    assert readable(acl_kafka, "leadrelay", "leadrelay-ledger-changelog") > 0
+    assert readable(acl_kafka, "leadrelay", "leadrelay-route-changelog") > 0
     assert readable(acl_kafka, "leadrelay", "leads.new") == 4
     for principal in ("leadrelay", "crm-sync", "lead-intake", "leadrelay-admin", "hr-sync"):
         assert readable(acl_kafka, principal, "leads.dlq") == 0, f"{principal} read the DLQ"
-    for topic in ("leads.new", "leadrelay-ledger-changelog", "leadrelay-pool-events"):
+    for topic in ("leads.new", "leadrelay-route-changelog", "leadrelay-pool-events"):
         assert readable(acl_kafka, "crm-sync", topic) == 0, f"the CRM read {topic}"
     assert readable(acl_kafka, "lead-intake", "leads.assignments") == 0
     # and write only where documented: the CRM cannot inject leads

@@ -40,3 +40,51 @@ def test_a_seed_makes_the_first_record_comparable() -> None:
     assert t.gap("pool-events", 0, 9) == (7, 9)
     t.seed("pool-events", 1, 3)
     assert t.gap("pool-events", 1, 3) is None
+
+
+def test_partitions_without_a_committed_offset_are_rewound_after_faust_seeks() -> None:
+    """Faust's seek leaves them where the fetcher got to while the flow was suspended (streams/gaps.py)."""
+    import asyncio
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from streams.gaps import rewind_uncommitted
+
+    leads0, leads1, leads2, changelog = TP("leads.new", 0), TP("leads.new", 1), TP("leads.new", 2), TP("x-changelog", 0)
+    seeks: list[tuple[TP, int]] = []
+
+    class Consumer:
+        _committed_offset = defaultdict(lambda: None, {leads1: 7, leads2: None})
+
+        async def perform_seek(self) -> None:
+            seeks.append((leads1, 7))  # what Faust does: committed partitions only
+
+        def assignment(self) -> set[TP]:
+            return {leads0, leads1, leads2, changelog}
+
+        async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
+            return {tp: 3 for tp in tps}
+
+        async def seek(self, tp: TP, offset: int) -> None:
+            seeks.append((tp, offset))
+
+    receivers: list = []
+    app = SimpleNamespace(
+        consumer=Consumer(),
+        conf=SimpleNamespace(consumer_auto_offset_reset="earliest"),
+        tables=SimpleNamespace(changelog_topics={"x-changelog"}),
+        on_partitions_assigned=SimpleNamespace(connect=receivers.append),
+    )
+    rewind_uncommitted(app)
+    [wrap] = receivers
+    wrap(None, assigned=set())
+    wrap(None, assigned=set())  # a later rebalance does not wrap twice
+    asyncio.run(app.consumer.perform_seek())
+    assert seeks[0] == (leads1, 7)
+    assert sorted(seeks[1:]) == [(leads0, 3), (leads2, 3)], "uncommitted partitions to their log start"
+    seeks.clear()
+    app.conf.consumer_auto_offset_reset = "latest"  # an app that starts at the end is left alone
+    asyncio.run(app.consumer.perform_seek())
+    assert seeks == [(leads1, 7)]
