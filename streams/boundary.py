@@ -25,14 +25,26 @@ def kafka_time(event: Any) -> datetime:
     return datetime.fromtimestamp(event.message.timestamp or time.time(), UTC)
 
 
-async def handle_guarded(ctx: Context, agent: str, event: Any, handler: Handler) -> bool:
-    """Run one record's handler; return False when it was dead-lettered (or dropped by the fence)."""
+async def handle_guarded(
+    ctx: Context, agent: str, event: Any, handler: Handler, writes: Sequence[StampedTable] = ()
+) -> bool:
+    """Run one record's handler; return False when it was dead-lettered (or dropped by the fence).
+    `writes` are the tables the handler writes: its rows there end with a terminator (recovery applies
+    them all or none, streams/changelog.py), written before the event is acknowledged, so a committed
+    event always has its terminator delivered (Faust flushes the producer before it commits)."""
     try:
-        # False: not this record's fault, the worker lost its partition while it stood still
-        return await run_fenced(ctx, event, agent, lambda: handler(ctx, event))
+        if not await run_fenced(ctx, event, agent, lambda: handler(ctx, event)):
+            # Not this record's fault: the worker lost its partition while it stood still. The new owner
+            # handles the event; whatever this worker wrote for it is left unterminated.
+            for table in writes:
+                table.drop_event()
+            return False
+        handled = True
     except InvalidInput as exc:
+        handled = False
         await dead_letter(ctx, event, exc, agent=agent)
     except Exception as exc:
+        handled = False
         msg = event.message
         log.exception(
             "unexpected error in %s at %s[%s]@%s",
@@ -45,7 +57,11 @@ async def handle_guarded(ctx: Context, agent: str, event: Any, handler: Handler)
         ctx.metrics.record_internal_error(agent)
         # Not retried in place (that would reorder the pool's log): ops can replay it from the DLQ.
         await dead_letter(ctx, event, exc, agent=agent)
-    return False
+    # Also after a failure part-way: the rows written are what this worker's store now holds. (A
+    # cancellation, at shutdown, skips this: the event was not finished and is handled again.)
+    for table in writes:
+        table.end_event()
+    return handled
 
 
 def guarded_agent(
@@ -54,28 +70,20 @@ def guarded_agent(
     """The one agent loop every agent runs: no event after a stall until this worker is known to still
     own it (streams/fence.py), records the consumer skipped first (streams/gaps.py), then each event
     through handle_guarded, yielding handled-or-not for the event itself. `writes` are the tables the
-    agent writes: each event's rows there end with a terminator before the event is acknowledged, so
-    recovery applies them all or none (streams/changelog.py)."""
+    agent writes (see handle_guarded)."""
     tracker = OffsetTracker()
     app.on_partitions_revoked.connect(tracker.clear)
     app.on_partitions_assigned.connect(tracker.clear)
 
     async def handled(event: Any) -> bool:
-        try:
-            return await handle_guarded(ctx, name, event, handler)
-        finally:  # also after a failure: the rows written are what this worker's store now holds
-            for table in writes:
-                table.end_event()
-
-    async def replayed(event: Any) -> bool:
-        return await handled(event)
+        return await handle_guarded(ctx, name, event, handler, writes)
 
     async def loop(stream: Any) -> Any:
         async for event in stream.events():
             if ctx.fence is not None and not await ctx.fence.admit(event, name):
                 yield False  # its partition moved while this worker stood still: the new owner has it
                 continue
-            await repair(ctx, tracker, event, name, replayed)
+            await repair(ctx, tracker, event, name, handled)
             yield await handled(event)
 
     agent = app.agent(topic, name=name)(loop)

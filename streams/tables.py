@@ -65,7 +65,7 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
         self._high: dict[int, Stamp] = {}  # partition -> highest stamp seen in its changelog
         self._epoch: dict[int, int] = {}  # partition -> epoch this worker writes it with
         self._stale: dict[int, set[Any]] = {}  # partition -> keys whose log ends with a skipped row
-        self._seen: dict[int, set[Any]] = {}  # partition -> keys with a kept row in this recovery
+        self._seen: dict[int, dict[Any, Stamp]] = {}  # partition -> key -> stamp of its kept row in this pass
         self._gate: EventGate[Any] = EventGate()  # recovery: an event's rows are applied all or none
         self._groups: dict[int, tuple[Stamp, int]] = {}  # partition -> (stamp, group) of the event being handled
         # After a stall long enough for an eviction, rows this worker flushed late may sit after its
@@ -112,6 +112,11 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
         if not is_end_key(key):
             self._stale.get(partition, set()).discard(key)
         return fut
+
+    def drop_event(self) -> None:
+        """The event being handled was given up (its partition moved while this worker stood still):
+        no terminator, so recovery leaves out whatever it wrote."""
+        self._groups.clear()
 
     def end_event(self) -> None:
         """The event being handled wrote all it will: a terminator row per partition it wrote, after its
@@ -176,8 +181,9 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
 
     # --- recovery ----------------------------------------------------------------------------------
     async def on_rebalance(self, *args: Any, **kwargs: Any) -> None:
-        self._seen.clear()  # a new recovery pass starts
-        self._gate.reset()  # from the last applied offset, so rows it held are read again
+        # A new recovery pass starts. The event gate keeps what it holds: Faust resumes either from the
+        # last applied offset (rows read again are ignored) or where it stopped reading (rows continue).
+        self._seen.clear()
         await super().on_rebalance(*args, **kwargs)
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
@@ -189,9 +195,26 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
         released: list[Any] = []
         for event in batch:
             msg = event.message
-            end = is_end_key(event.key)
-            released += self._gate.feed(msg.partition, stamp_of(msg.headers), group_of(msg.headers), end, event)
+            if not self._full_pass(msg.partition):  # resumed from the store: its rows count as read
+                self._gate.seed(msg.partition, self.high_mark(msg.partition))
+            stamp, group, end = stamp_of(msg.headers), group_of(msg.headers), is_end_key(event.key)
+            released += self._gate.feed(msg.partition, msg.offset, stamp, group, end, event)
+            if stamp is not None:  # every stamp read counts for the epoch, also of rows left out
+                self._raise_high(msg.partition, stamp)
+            for late in self._gate.take_late():  # applied or not (newest), its owner writes the key again
+                self._stale.setdefault(late.message.partition, set()).add(late.key)
         return released
+
+    def _skipped_late(self, event: Any) -> None:
+        msg = event.message
+        self._stale.setdefault(msg.partition, set()).add(event.key)  # its owner writes the key again
+        if self.on_stale is not None:
+            self.on_stale(self.name)
+        log.warning(
+            "skipped a late changelog row stamped %s: an evicted worker wrote it after its successor",
+            stamp_of(msg.headers),
+            extra={"topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
+        )
 
     def newest(self, batch: Iterable[Any]) -> list[Any]:
         """The batch without late rows: stamped below their partition's high mark while their key has a
@@ -204,29 +227,21 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
                 kept.append(event)  # unstamped (written by an older release): log order, as Faust does
                 continue
             partition, high = msg.partition, self.high_mark(msg.partition)
-            seen = self._seen.setdefault(partition, set())
-            if stamp < high and self._has_newer(partition, event.key, seen):
-                self._stale.setdefault(partition, set()).add(event.key)
-                if self.on_stale is not None:
-                    self.on_stale(self.name)
-                log.warning(
-                    "skipped a late changelog row stamped %s (partition at %s): an evicted worker wrote it",
-                    stamp,
-                    high,
-                    extra={"topic": msg.topic, "partition": partition, "offset": msg.offset},
-                )
+            seen = self._seen.setdefault(partition, {})
+            if stamp < high and self._has_newer(partition, event.key, seen, stamp):
+                self._skipped_late(event)
                 continue
             self._raise_high(partition, stamp)
-            seen.add(event.key)
+            seen[event.key] = stamp
             kept.append(event)
         return kept
 
-    def _has_newer(self, partition: int, key: Any, seen: set[Any]) -> bool:
+    def _has_newer(self, partition: int, key: Any, seen: dict[Any, Stamp], stamp: Stamp) -> bool:
         if key in seen:
-            return True
+            return seen[key] > stamp  # a row kept in this pass: newer only if stamped higher
         if self._full_pass(partition):
             return False  # the local store is what is being rebuilt: it proves nothing
-        try:
+        try:  # the store is as of before this pass, up to the high mark: taken as newer
             return self.data.get(key) is not None
         except Exception:  # a store that cannot answer: keep the row, as Faust would
             return False
@@ -247,6 +262,7 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
 
     def persisted_offset(self, tp: TP) -> int | None:
         if self._full_pass(tp.partition):
+            self._gate.forget(tp.partition)
             return None  # Faust's recovery then reads the changelog from its beginning
         offset: int | None = super().persisted_offset(tp)
         return offset

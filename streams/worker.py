@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import logging.config
 import shutil
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def run(settings: Settings) -> int:
         asyncio.run(ensure_topics(settings))
     relay = create_app(settings)
     tabledir = Path(relay.app.conf.tabledir)
+    logging.config.dictConfig(worker_logging(settings.log_level))  # Faust sets it up later: open_store logs
     open_store(tabledir, rebuild_after_crash=settings.rebuild_after_crash)
     policies = [(p, parse_policy(p.read_text())) for p in settings.policy_files]  # fail fast on a bad file
     for path, policy in policies:

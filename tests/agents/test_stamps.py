@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-from streams.changelog import GROUP_HEADER, end_key, group_of, is_end_key
+from streams.changelog import GROUP_HEADER, EventGate, end_key, group_of, is_end_key
 from streams.tables import STAMP_HEADER, StampedTable, stamp_of
 from tests.agents.conftest import Kit
 
@@ -71,6 +71,8 @@ def loads(kit: Kit) -> StampedTable:
     table._epoch.clear()
     table._distrusted_up_to = None
     table._retrusted.clear()
+    table._gate = EventGate()  # the kit's app (and so this table) outlives a test
+    table._groups.clear()
     return table
 
 
