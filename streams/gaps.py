@@ -28,6 +28,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.consumer.fetcher import OffsetResetStrategy
 from aiokafka.errors import KafkaError
 
 from streams.security import client_kwargs
@@ -37,6 +38,9 @@ log = logging.getLogger("leadrelay.gaps")
 
 FETCH_TIMEOUT_MS = 1000
 READ_TIMEOUT_SECONDS = 30.0
+REWIND_TIMEOUT_SECONDS = 10.0
+EARLIEST = OffsetResetStrategy.EARLIEST
+ASSIGNOR_TOPIC_SUFFIX = "-__assignor-__leader"
 READ_AHEAD_BYTES = 256 * 1024  # what one fetch may bring per partition, so at most what read-ahead keeps
 
 
@@ -296,12 +300,28 @@ def rewind_uncommitted(app: Any) -> None:
             fresh = [
                 tp
                 for tp in consumer.assignment()
-                if tp.topic not in changelogs and not consumer._committed_offset.get(tp)  # None or 0
+                if tp.topic not in changelogs
+                and not tp.topic.endswith(ASSIGNOR_TOPIC_SUFFIX)  # Faust's own, never committed
+                and not consumer._committed_offset.get(tp)  # None or 0
             ]
-            if fresh:
-                log.debug("seeking %d partitions without a committed offset to their beginning", len(fresh))
-                for tp, offset in (await consumer.earliest_offsets(*fresh)).items():
-                    await consumer.seek(tp, offset)
+            thread = getattr(consumer, "_thread", None)  # Faust runs aiokafka in a thread of its own
+            if not fresh or thread is None:
+                return
+            partitions = [TopicPartition(tp.topic, tp.partition) for tp in fresh]
+
+            async def reset() -> None:
+                # In the consumer's thread. Asks for the reset and returns: waiting for it here would keep
+                # the flow suspended longer, and a worker idle past max.poll.interval.ms during its
+                # first recovery leaves the group (aiokafka's heartbeat does that without a word).
+                aio = thread._ensure_consumer()
+                assigned = aio.assignment()
+                aio._fetcher.request_offset_reset([tp for tp in partitions if tp in assigned], EARLIEST)
+
+            try:  # a safety net: it must never fail the recovery it runs in
+                await asyncio.wait_for(thread.call_thread(reset), REWIND_TIMEOUT_SECONDS)
+                log.debug("partitions without a committed offset reset to their beginning: %d", len(partitions))
+            except Exception as exc:  # e.g. a rebalance took the partitions meanwhile
+                log.warning("could not seek partitions without a committed offset to their beginning: %r", exc)
 
         consumer.perform_seek = perform_seek
 
