@@ -130,6 +130,11 @@ class StallFence:
         # A rejoin takes at most a rebalance (max poll interval) after a session timeout; twice that
         # without one and the worker is wedged (seen once after SIGSTOP): /healthz then asks for a restart.
         self.rejoin_deadline = 2 * (settings.max_poll_interval_seconds + settings.session_timeout_seconds)
+        # aiokafka's heartbeat makes a consumer that has not polled for max.poll.interval.ms leave its
+        # group without a log line, and Faust does not always poll again to rejoin (docs/reliability.md,
+        # finding 8): when this worker last had no member id, after having had one.
+        self._joined = False
+        self._left_at: float | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._lock = asyncio.Lock()
         self.on_long_stall: list[Callable[[int], None]] = []  # called with the generation it stood still in
@@ -140,6 +145,7 @@ class StallFence:
         now = self._clock()
         stood = now - self._last if self._last is not None else 0.0
         self._last = now
+        self._watch_membership(now)
         if stood > self.threshold and not self.suspect:
             self.suspect = True
             self.metrics.stalls.inc()
@@ -214,17 +220,30 @@ class StallFence:
         )
         return False
 
+    def _watch_membership(self, now: float) -> None:
+        try:
+            member = self._member_id()
+        except Exception:  # no consumer (yet): nothing to watch
+            return
+        if member is not None:
+            self._joined, self._left_at = True, None
+        elif self._joined and self._left_at is None:
+            self._left_at = now
+            log.warning("this worker has no member id in its consumer group: it left or was removed")
+
+    def _left_for(self) -> float:
+        return 0.0 if self._left_at is None else self._clock() - self._left_at
+
     def out_of_group(self) -> bool:
-        """Evicted after a stall and not rejoined yet: not ready."""
-        return self._evicted_in is not None and self.app.consumer_generation_id == self._evicted_in
+        """Evicted after a stall and not rejoined yet, or without a member id for longer than a rejoin
+        normally takes (a session timeout): not ready."""
+        evicted = self._evicted_in is not None and self.app.consumer_generation_id == self._evicted_in
+        return evicted or self._left_for() > self.settings.session_timeout_seconds
 
     def wedged(self) -> bool:
         """Out of the group for longer than any rejoin takes: not live (a restart gets it back)."""
-        return (
-            self.out_of_group()
-            and self._evicted_at is not None
-            and self._clock() - self._evicted_at > self.rejoin_deadline
-        )
+        evicted_long = self._evicted_at is not None and self._clock() - self._evicted_at > self.rejoin_deadline
+        return self.out_of_group() and (evicted_long or self._left_for() > self.rejoin_deadline)
 
     def _member_id(self) -> str | None:
         # Faust reads the generation the same way (faust/transport/drivers/aiokafka.py);

@@ -263,3 +263,27 @@ def test_a_hanging_membership_check_is_bounded(fence: StallFence, clock: Clock, 
 
     monkeypatch.setattr(fence, "_still_member", hang)
     assert asyncio.run(asyncio.wait_for(fence.admit(event(), "route"), 5)), "went on without an answer"
+
+
+def test_a_worker_that_left_its_group_silently_is_not_ready_and_then_not_live(fence: StallFence, clock: Clock) -> None:
+    """aiokafka leaves the group without a word when the consumer did not poll for max.poll.interval.ms
+    (during a long first recovery, say), and Faust may never poll again to rejoin."""
+    member: list[str | None] = [None]
+    fence._member_id = lambda: member[0]  # type: ignore[method-assign]
+    fence.tick()
+    assert not fence.out_of_group(), "not joined yet: starting, not out"
+    member[0] = "faust-1"
+    fence.tick()
+    member[0] = None  # LeaveGroup
+    clock.now += 1
+    fence.tick()
+    assert not fence.out_of_group(), "a rejoin after a rebalance error is quick: give it a session timeout"
+    clock.now += fence.settings.session_timeout_seconds + 1
+    fence.tick()
+    assert fence.out_of_group() and not fence.wedged()
+    clock.now += fence.rejoin_deadline
+    fence.tick()
+    assert fence.wedged()
+    member[0] = "faust-2"  # rejoined after all
+    fence.tick()
+    assert not fence.out_of_group() and not fence.wedged()
