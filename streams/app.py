@@ -72,7 +72,11 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         settings=settings,
         topics=Topics.create(app, settings),
         tables=Tables.create(
-            app, settings.partitions, on_stale=metrics.record_stale_row, on_cut=metrics.record_cut_rows
+            app,
+            settings.partitions,
+            on_stale=metrics.record_stale_row,
+            on_cut=metrics.record_cut_rows,
+            read_range=gaps.fetch,
         ),
         metrics=metrics,
         gaps=gaps,

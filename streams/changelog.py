@@ -207,7 +207,7 @@ class EventGate(Generic[T]):
         return held + (0 if pending is None else len(pending.rows))
 
 
-def read_table(records: Iterable[Any], decode_key: Any = None) -> dict[str, bytes]:
+def read_table(records: Iterable[Any], key_decoder: Any = None) -> dict[str, bytes]:
     """A table as its changelog says, the way recovery builds it from scratch: per partition in offset
     order, through the event gate (whole events only, a log ending in a cut-short event counts as
     ending before it, a late row of an evicted worker only where its key has no other row); the newest
@@ -215,7 +215,7 @@ def read_table(records: Iterable[Any], decode_key: Any = None) -> dict[str, byte
     between partitions (a key written to two partitions, e.g. by a foreign producer); tombstones remove
     the key. Records need partition, offset, key (bytes), value, headers and timestamp."""
     gate: EventGate[tuple[str, Any]] = EventGate()
-    decode = decode_key or _decode_key
+    decode = key_decoder or decode_key
     newest: dict[str, dict[int, Any]] = {}
     stamps: dict[tuple[str, int], Stamp | None] = {}  # stamp of the row each key has, per partition
     by_partition: dict[int, list[Any]] = {}
@@ -242,7 +242,7 @@ def read_table(records: Iterable[Any], decode_key: Any = None) -> dict[str, byte
     return out
 
 
-def _decode_key(raw: bytes) -> str:
+def decode_key(raw: bytes) -> str:
     text = raw.decode()
     return str(orjson.loads(text)) if text.startswith('"') else text
 

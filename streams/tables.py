@@ -20,10 +20,12 @@ removed the successor's) is applied: an old value is better than none.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ from streams.changelog import (
     STAMP_HEADER,
     EventGate,
     Stamp,
+    decode_key,
     end_key,
     group_of,
     is_end_key,
@@ -59,6 +62,8 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
 
     on_stale: Callable[[str], None] | None = None  # metrics hook: called with the table name
     on_cut: Callable[[str, int], None] | None = None  # metrics hook: table name, rows of a cut-short event
+    # Reads changelog records [start, end) of a partition, outside the consumer group (streams/gaps.py).
+    read_range: Callable[[str, int, int, int], Awaitable[list[Any]]] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -73,6 +78,8 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
         # the partition's changelog has been re-read from the start (or membership is confirmed).
         self._distrusted_up_to: int | None = None
         self._retrusted: set[int] = set()
+        self._own_last: dict[int, int] = {}  # partition -> offset of this worker's last acknowledged row
+        self._overwriting: set[asyncio.Task[None]] = set()
 
     # --- writing -----------------------------------------------------------------------------------
     def stamp_for(self, partition: int) -> Stamp:
@@ -139,10 +146,55 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
             )
 
     def _on_changelog_sent(self, fut: Any) -> None:
+        with contextlib.suppress(Exception):  # a failed send fails the producer (and Faust) anyway
+            sent = fut.result()
+            self._watch_own(sent.topic_partition.partition, sent.offset, stamp_of(fut.message.headers))
         stamp = stamp_of(fut.message.headers)
         if self._distrusted_up_to is not None and stamp is not None and stamp[1] <= self._distrusted_up_to:
             return  # a late row of the stalled generation: what precedes it may be missing locally
         super()._on_changelog_sent(fut)
+
+    # --- another writer between this worker's rows ----------------------------------------------------
+    def _watch_own(self, partition: int, offset: int, stamp: Stamp | None) -> None:
+        """One producer's rows land in a partition in order, so a hole between two rows of this worker
+        holds another writer's. Stamped below this worker's row, they are late rows of a worker evicted
+        while frozen: compaction keeps a key's last row, which may be such a late one, so the owner
+        writes those keys again, now. Stamped above, this worker is the one that was evicted: it writes
+        nothing."""
+        last = self._own_last.get(partition)
+        self._own_last[partition] = offset if last is None else max(last, offset)
+        if last is None or offset <= last + 1 or self.read_range is None or stamp is None:
+            return
+        task = asyncio.ensure_future(self._overwrite_foreign(partition, last + 1, offset, stamp))
+        self._overwriting.add(task)
+        task.add_done_callback(self._overwriting.discard)
+
+    async def _overwrite_foreign(self, partition: int, start: int, end: int, own: Stamp) -> None:
+        assert self.read_range is not None
+        topic = self.changelog_topic.get_topic_name()
+        try:
+            records = await self.read_range(topic, partition, start, end)
+        except Exception as exc:  # recovery still skips the late rows; only the log's ending stays
+            log.warning("could not read another writer's changelog rows: %r", exc, extra={"partition": partition})
+            return
+        stamps = [stamp_of(r.headers) for r in records]
+        if self._distrusted_up_to is not None or any(st is not None and st > own for st in stamps):
+            return  # this worker stood still and may have been replaced: it must not overwrite anything
+        late = [r for r, st in zip(records, stamps, strict=True) if st is not None and st < own]
+        keys = sorted({k for r in late if not is_end_key(k := decode_key(r.key))}, key=str)
+        if not keys or partition not in self._own_last:
+            return  # nothing to write again, or the partition may have moved meanwhile
+        log.warning(
+            "%d late changelog rows of an evicted worker landed between this worker's: writing their %d keys again",
+            len(late),
+            len(keys),
+            extra={"topic": topic, "partition": partition, "offset": start},
+        )
+        for key in keys:
+            if self.on_stale is not None:
+                self.on_stale(self.name)
+            value = self.data.get(key)
+            self._send(partition, key, value, None, "raw" if value is None else None, grouped=False)
 
     # --- high marks --------------------------------------------------------------------------------
     def high_mark(self, partition: int) -> Stamp:
@@ -184,6 +236,7 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
         # A new recovery pass starts. The event gate keeps what it holds: Faust resumes either from the
         # last applied offset (rows read again are ignored) or where it stopped reading (rows continue).
         self._seen.clear()
+        self._own_last.clear()  # partitions may change hands: the next own row starts the watch again
         await super().on_rebalance(*args, **kwargs)
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
@@ -360,6 +413,7 @@ class Tables:
         partitions: int,
         on_stale: Callable[[str], None] | None = None,
         on_cut: Callable[[str, int], None] | None = None,
+        read_range: Callable[[str, int, int, int], Awaitable[list[Any]]] | None = None,
     ) -> Tables:
         def table(name: str) -> StampedTable:
             t = StampedTable(
@@ -371,7 +425,7 @@ class Tables:
                 help=TABLES[name],
                 beacon=app.tables.beacon,
             )
-            t.on_stale, t.on_cut = on_stale, on_cut
+            t.on_stale, t.on_cut, t.read_range = on_stale, on_cut, read_range
             return app.tables.add(t)
 
         route, match = table("route"), table("match")

@@ -265,3 +265,63 @@ def test_an_event_cut_short_at_the_end_of_the_log_is_left_out(kit: Kit, loads: S
     assert loads.data.get("ledger|p|l2") is None
     registry = kit.ctx.metrics.registry
     assert registry.get_sample_value("leadrelay_incomplete_event_changelog_records_total", {"table": "route"}) == 1
+
+
+@pytest.mark.asyncio
+async def test_the_owner_writes_again_what_another_writer_put_between_its_rows(kit: Kit, loads: StampedTable) -> None:
+    """Rows 10 and 13 of partition 1 are this worker's: 11-12 are a frozen worker's late flush. The
+    owner rewrites their keys with its own values, so the log (and compaction) ends with those."""
+    loads.data["loads|p|r"] = {"open": 18}
+    asked: list[tuple[str, int, int, int]] = []
+
+    async def read_range(topic: str, partition: int, start: int, end: int) -> list[Any]:
+        asked.append((topic, partition, start, end))
+        late = [("loads|p|r", {"open": 11}), ("ledger|p|gone", {"rep": "x"}), (end_key((7, 7)), {"event": 3})]
+        stamp = [(STAMP_HEADER, b"7:7:5")]
+        return [
+            SimpleNamespace(key=json.dumps(k).encode(), value=json.dumps(v).encode(), headers=stamp) for k, v in late
+        ]
+
+    def acked(offset: int) -> Any:
+        meta = SimpleNamespace(topic_partition=SimpleNamespace(partition=1), offset=offset)
+        return SimpleNamespace(result=lambda: meta, message=SimpleNamespace(headers=[(STAMP_HEADER, b"9:9:1")]))
+
+    loads.read_range = read_range
+    try:
+        with changelog_sends(loads) as sent:
+            loads._on_changelog_sent(acked(10))
+            loads._on_changelog_sent(acked(13))
+            await asyncio.gather(*loads._overwriting)
+            loads._on_changelog_sent(acked(14))  # consecutive again: nothing to do
+            assert not loads._overwriting
+    finally:
+        loads.read_range = None
+    assert asked == [(loads.changelog_topic.get_topic_name(), 1, 11, 13)]
+    assert sorted((s["key"], s["value"], s["partition"]) for s in sent) == [
+        ("ledger|p|gone", None, 1),  # this worker has no such row: a tombstone
+        ("loads|p|r", {"open": 18}, 1),
+    ]
+    assert all(group_of(s["headers"]) is None for s in sent), "rewrites stand alone"
+
+
+@pytest.mark.asyncio
+async def test_a_worker_that_finds_newer_rows_between_its_own_overwrites_nothing(kit: Kit, loads: StampedTable) -> None:
+    """The frozen worker's own late rows are acknowledged after its successor's: the hole between its
+    rows holds newer stamps. It was the one evicted, and must not write its stale values over them."""
+
+    async def read_range(topic: str, partition: int, start: int, end: int) -> list[Any]:
+        return [SimpleNamespace(key=b'"loads|p|r"', value=b'{"open": 18}', headers=[(STAMP_HEADER, b"9:9:1")])]
+
+    def acked(offset: int) -> Any:
+        meta = SimpleNamespace(topic_partition=SimpleNamespace(partition=2), offset=offset)
+        return SimpleNamespace(result=lambda: meta, message=SimpleNamespace(headers=[(STAMP_HEADER, b"7:7:1")]))
+
+    loads.read_range = read_range
+    try:
+        with changelog_sends(loads) as sent:
+            loads._on_changelog_sent(acked(4))
+            loads._on_changelog_sent(acked(9))
+            await asyncio.gather(*loads._overwriting)
+    finally:
+        loads.read_range = None
+    assert sent == []
