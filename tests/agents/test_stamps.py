@@ -267,6 +267,25 @@ def test_an_event_cut_short_at_the_end_of_the_log_is_left_out(kit: Kit, loads: S
     assert registry.get_sample_value("leadrelay_incomplete_event_changelog_records_total", {"table": "route"}) == 1
 
 
+def acked(partition: int, offset: int, stamp: bytes) -> Any:
+    """A changelog send's future as the producer completes it."""
+    meta = SimpleNamespace(topic_partition=SimpleNamespace(partition=partition), offset=offset)
+    return SimpleNamespace(result=lambda: meta, message=SimpleNamespace(headers=[(STAMP_HEADER, stamp)]))
+
+
+async def acks(table: StampedTable, read_range: Any, partition: int, stamp: bytes, *offsets: int) -> list[Any]:
+    """The table's own rows acknowledged at `offsets`, a reader for what lies between; what it rewrites."""
+    table.read_range = read_range
+    try:
+        with changelog_sends(table) as sent:
+            for offset in offsets:
+                table._on_changelog_sent(acked(partition, offset, stamp))
+                await asyncio.gather(*table._overwriting)
+    finally:
+        table.read_range = None
+    return sent
+
+
 @pytest.mark.asyncio
 async def test_the_owner_writes_again_what_another_writer_put_between_its_rows(kit: Kit, loads: StampedTable) -> None:
     """Rows 10 and 13 of partition 1 are this worker's: 11-12 are a frozen worker's late flush. The
@@ -282,20 +301,7 @@ async def test_the_owner_writes_again_what_another_writer_put_between_its_rows(k
             SimpleNamespace(key=json.dumps(k).encode(), value=json.dumps(v).encode(), headers=stamp) for k, v in late
         ]
 
-    def acked(offset: int) -> Any:
-        meta = SimpleNamespace(topic_partition=SimpleNamespace(partition=1), offset=offset)
-        return SimpleNamespace(result=lambda: meta, message=SimpleNamespace(headers=[(STAMP_HEADER, b"9:9:1")]))
-
-    loads.read_range = read_range
-    try:
-        with changelog_sends(loads) as sent:
-            loads._on_changelog_sent(acked(10))
-            loads._on_changelog_sent(acked(13))
-            await asyncio.gather(*loads._overwriting)
-            loads._on_changelog_sent(acked(14))  # consecutive again: nothing to do
-            assert not loads._overwriting
-    finally:
-        loads.read_range = None
+    sent = await acks(loads, read_range, 1, b"9:9:1", 10, 13, 14)  # 13 to 14: consecutive, nothing to do
     assert asked == [(loads.changelog_topic.get_topic_name(), 1, 11, 13)]
     assert sorted((s["key"], s["value"], s["partition"]) for s in sent) == [
         ("ledger|p|gone", None, 1),  # this worker has no such row: a tombstone
@@ -312,16 +318,4 @@ async def test_a_worker_that_finds_newer_rows_between_its_own_overwrites_nothing
     async def read_range(topic: str, partition: int, start: int, end: int) -> list[Any]:
         return [SimpleNamespace(key=b'"loads|p|r"', value=b'{"open": 18}', headers=[(STAMP_HEADER, b"9:9:1")])]
 
-    def acked(offset: int) -> Any:
-        meta = SimpleNamespace(topic_partition=SimpleNamespace(partition=2), offset=offset)
-        return SimpleNamespace(result=lambda: meta, message=SimpleNamespace(headers=[(STAMP_HEADER, b"7:7:1")]))
-
-    loads.read_range = read_range
-    try:
-        with changelog_sends(loads) as sent:
-            loads._on_changelog_sent(acked(4))
-            loads._on_changelog_sent(acked(9))
-            await asyncio.gather(*loads._overwriting)
-    finally:
-        loads.read_range = None
-    assert sent == []
+    assert await acks(loads, read_range, 2, b"7:7:1", 4, 9) == []
