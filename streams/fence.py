@@ -242,8 +242,11 @@ class StallFence:
 
     def wedged(self) -> bool:
         """Out of the group for longer than any rejoin takes: not live (a restart gets it back)."""
-        evicted_long = self._evicted_at is not None and self._clock() - self._evicted_at > self.rejoin_deadline
-        return self.out_of_group() and (evicted_long or self._left_for() > self.rejoin_deadline)
+        evicted = self._evicted_in is not None and self.app.consumer_generation_id == self._evicted_in
+        evicted_long = (
+            evicted and self._evicted_at is not None and self._clock() - self._evicted_at > self.rejoin_deadline
+        )
+        return evicted_long or self._left_for() > self.rejoin_deadline
 
     def _member_id(self) -> str | None:
         # Faust reads the generation the same way (faust/transport/drivers/aiokafka.py);

@@ -79,6 +79,7 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
         self._distrusted_up_to: int | None = None
         self._retrusted: set[int] = set()
         self._own_last: dict[int, int] = {}  # partition -> offset of this worker's last acknowledged row
+        self._overwrite: dict[int, tuple[int, set[Any]]] = {}  # partition -> (generation, keys to write again)
         self._overwriting: set[asyncio.Task[None]] = set()
 
     # --- writing -----------------------------------------------------------------------------------
@@ -144,6 +145,7 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
                 callback=self._on_changelog_sent,
                 eager_partitioning=True,
             )
+        self._write_queued()  # between events: never inside an event's group
 
     def _on_changelog_sent(self, fut: Any) -> None:
         with contextlib.suppress(Exception):  # a failed send fails the producer (and Faust) anyway
@@ -165,11 +167,15 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
         self._own_last[partition] = offset if last is None else max(last, offset)
         if last is None or offset <= last + 1 or self.read_range is None or stamp is None:
             return
-        task = asyncio.ensure_future(self._overwrite_foreign(partition, last + 1, offset, stamp))
+        generation = int(self.app.consumer_generation_id)
+        task = asyncio.ensure_future(self._overwrite_foreign(partition, last + 1, offset, stamp, generation))
         self._overwriting.add(task)
         task.add_done_callback(self._overwriting.discard)
 
-    async def _overwrite_foreign(self, partition: int, start: int, end: int, own: Stamp) -> None:
+    async def _overwrite_foreign(self, partition: int, start: int, end: int, own: Stamp, generation: int) -> None:
+        """Reads the other writer's rows and queues their keys; the agent writes them again at the end of
+        its next event of that partition (`end_event`): never in the middle of an event's group, and
+        read from that partition's own store."""
         assert self.read_range is not None
         topic = self.changelog_topic.get_topic_name()
         try:
@@ -178,11 +184,12 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
             log.warning("could not read another writer's changelog rows: %r", exc, extra={"partition": partition})
             return
         stamps = [stamp_of(r.headers) for r in records]
-        if self._distrusted_up_to is not None or any(st is not None and st > own for st in stamps):
-            return  # this worker stood still and may have been replaced: it must not overwrite anything
+        stood_still = self._distrusted_up_to is not None and own[1] <= self._distrusted_up_to
+        if stood_still or any(st is not None and st > own for st in stamps):
+            return  # this worker stood still and was replaced: it must not overwrite anything
         late = [r for r, st in zip(records, stamps, strict=True) if st is not None and st < own]
-        keys = sorted({k for r in late if not is_end_key(k := decode_key(r.key))}, key=str)
-        if not keys or partition not in self._own_last:
+        keys = {k for r in late if not is_end_key(k := decode_key(r.key))}
+        if not keys or int(self.app.consumer_generation_id) != generation or partition not in self._own_last:
             return  # nothing to write again, or the partition may have moved meanwhile
         log.warning(
             "%d late changelog rows of an evicted worker landed between this worker's: writing their %d keys again",
@@ -190,10 +197,25 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
             len(keys),
             extra={"topic": topic, "partition": partition, "offset": start},
         )
-        for key in keys:
+        queued = self._overwrite.setdefault(partition, (generation, set()))
+        if queued[0] == generation:
+            queued[1].update(keys)
+        else:
+            self._overwrite[partition] = (generation, keys)
+
+    def _write_queued(self) -> None:
+        """At the end of an event: write again the queued keys of the event's partition, from its store."""
+        event = faust.current_event()
+        if event is None or event.message.partition not in self._overwrite:
+            return
+        partition = event.message.partition
+        generation, keys = self._overwrite.pop(partition)
+        if int(self.app.consumer_generation_id) != generation or partition not in self._own_last:
+            return  # the partition changed hands since: its owner has its own values
+        for key in sorted(keys, key=str):
             if self.on_stale is not None:
                 self.on_stale(self.name)
-            value = self.data.get(key)
+            value = self.data.get(key)  # inside the event: the event's partition's store
             self._send(partition, key, value, None, "raw" if value is None else None, grouped=False)
 
     # --- high marks --------------------------------------------------------------------------------
@@ -237,6 +259,7 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
         # last applied offset (rows read again are ignored) or where it stopped reading (rows continue).
         self._seen.clear()
         self._own_last.clear()  # partitions may change hands: the next own row starts the watch again
+        self._overwrite.clear()
         await super().on_rebalance(*args, **kwargs)
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:

@@ -267,6 +267,24 @@ def test_an_event_cut_short_at_the_end_of_the_log_is_left_out(kit: Kit, loads: S
     assert registry.get_sample_value("leadrelay_incomplete_event_changelog_records_total", {"table": "route"}) == 1
 
 
+@contextmanager
+def handling(partition: int) -> Iterator[None]:
+    """Inside an event of `partition`, as Faust's stream sets it (faust.current_event())."""
+    import weakref
+
+    from faust.streams import _current_event
+
+    class Event:  # weakly referenced, like Faust's
+        message = SimpleNamespace(partition=partition)
+
+    event = Event()
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
 def acked(partition: int, offset: int, stamp: bytes) -> Any:
     """A changelog send's future as the producer completes it."""
     meta = SimpleNamespace(topic_partition=SimpleNamespace(partition=partition), offset=offset)
@@ -303,6 +321,12 @@ async def test_the_owner_writes_again_what_another_writer_put_between_its_rows(k
 
     sent = await acks(loads, read_range, 1, b"9:9:1", 10, 13, 14)  # 13 to 14: consecutive, nothing to do
     assert asked == [(loads.changelog_topic.get_topic_name(), 1, 11, 13)]
+    assert sent == [], "not in the middle of whatever event is being handled"
+    with changelog_sends(loads) as sent, handling(partition=2):
+        loads.end_event()  # an event of another partition: its store is not this one's
+    assert sent == []
+    with changelog_sends(loads) as sent, handling(partition=1):
+        loads.end_event()  # the end of the partition's next event
     assert sorted((s["key"], s["value"], s["partition"]) for s in sent) == [
         ("ledger|p|gone", None, 1),  # this worker has no such row: a tombstone
         ("loads|p|r", {"open": 18}, 1),

@@ -287,3 +287,29 @@ def test_a_worker_that_left_its_group_silently_is_not_ready_and_then_not_live(fe
     member[0] = "faust-2"  # rejoined after all
     fence.tick()
     assert not fence.out_of_group() and not fence.wedged()
+
+
+def test_an_old_eviction_does_not_shorten_the_deadline_of_a_later_silent_leave(
+    fence: StallFence, clock: Clock, monkeypatch
+) -> None:
+    """Evicted once, rejoined without an event since (so the eviction is still on record), then a
+    member id lost for a little more than a session timeout: not ready, but not yet to be restarted."""
+    member: list[str | None] = ["faust-1"]
+    fence._member_id = lambda: member[0]  # type: ignore[method-assign]
+    fence.tick()
+    clock.now += 18
+
+    async def evicted() -> bool:
+        return False
+
+    monkeypatch.setattr(fence, "_still_member", evicted)
+    assert not asyncio.run(fence.admit(event(generation=7), "route"))
+    fence.app.consumer_generation_id = 8  # rejoined; no event of generation 8 yet
+    clock.now += fence.rejoin_deadline + 1
+    fence.tick()
+    assert not fence.wedged()
+    member[0] = None
+    fence.tick()
+    clock.now += fence.settings.session_timeout_seconds + 1
+    fence.tick()
+    assert fence.out_of_group() and not fence.wedged()
