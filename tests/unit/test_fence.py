@@ -184,6 +184,18 @@ def test_the_faust_and_aiokafka_internals_the_fence_reads_still_exist() -> None:
     assert faust.App("fence-probe").consumer_generation_id == 0  # set by Faust at every assignment
 
 
+def evict(fence: StallFence, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stall past the session timeout after which the group no longer has this worker."""
+    fence.tick()
+    clock.now += 18
+
+    async def evicted() -> bool:
+        return False
+
+    monkeypatch.setattr(fence, "_still_member", evicted)
+    assert not asyncio.run(fence.admit(event(generation=7), "route"))
+
+
 def test_out_of_the_group_is_not_ready_and_too_long_out_is_not_live(
     fence: StallFence, clock: Clock, monkeypatch
 ) -> None:
@@ -196,14 +208,7 @@ def test_out_of_the_group_is_not_ready_and_too_long_out_is_not_live(
         tables=SimpleNamespace(recovery=SimpleNamespace(completed=SimpleNamespace(is_set=lambda: True))),
     )
     assert web.is_ready(app, fence) and web.is_live(app, fence)
-    fence.tick()
-    clock.now += 18
-
-    async def evicted() -> bool:
-        return False
-
-    monkeypatch.setattr(fence, "_still_member", evicted)
-    assert not asyncio.run(fence.admit(event(generation=7), "route"))
+    evict(fence, clock, monkeypatch)
     assert fence.out_of_group() and not web.is_ready(app, fence)
     assert web.is_live(app, fence), "a rejoin may take a rebalance: give it time"
     clock.now += fence.rejoin_deadline + 1
@@ -296,14 +301,7 @@ def test_an_old_eviction_does_not_shorten_the_deadline_of_a_later_silent_leave(
     member id lost for a little more than a session timeout: not ready, but not yet to be restarted."""
     member: list[str | None] = ["faust-1"]
     fence._member_id = lambda: member[0]  # type: ignore[method-assign]
-    fence.tick()
-    clock.now += 18
-
-    async def evicted() -> bool:
-        return False
-
-    monkeypatch.setattr(fence, "_still_member", evicted)
-    assert not asyncio.run(fence.admit(event(generation=7), "route"))
+    evict(fence, clock, monkeypatch)
     fence.app.consumer_generation_id = 8  # rejoined; no event of generation 8 yet
     clock.now += fence.rejoin_deadline + 1
     fence.tick()
