@@ -117,7 +117,7 @@ class EventGate(Generic[T]):
         self._suspended: dict[int, dict[GroupId, list[T]]] = {}
         self._top: dict[int, Stamp] = {}  # highest stamp read per partition
         self._fed: dict[int, int] = {}  # last offset read per partition
-        self.dropped = 0  # data rows of cut-short events, for metrics and tests
+        self.dropped = 0  # rows of cut-short events left out by close(), for tests
         self.late: list[T] = []  # late rows passed on since the caller last took them (see take_late)
 
     def seed(self, partition: int, stamp: Stamp) -> None:

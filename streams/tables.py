@@ -161,8 +161,8 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
         """One producer's rows land in a partition in order, so a hole between two rows of this worker
         holds another writer's. Stamped below this worker's row, they are late rows of a worker evicted
         while frozen: compaction keeps a key's last row, which may be such a late one, so the owner
-        writes those keys again, now. Stamped above, this worker is the one that was evicted: it writes
-        nothing."""
+        writes those keys again (at the end of its next event of that partition). Stamped above, this
+        worker is the one that was evicted: it writes nothing."""
         last = self._own_last.get(partition)
         self._own_last[partition] = offset if last is None else max(last, offset)
         if last is None or offset <= last + 1 or self.read_range is None or stamp is None:
