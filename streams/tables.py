@@ -104,10 +104,24 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
         else:
             stamp, group = self.stamp_for(partition), None
         self._raise_high(partition, stamp)  # first: a failure here must not leave a row unaccounted
+        self._stale.get(partition, set()).discard(key)
+        return self._emit(partition, key, value, stamp, sequence, group, key_serializer, value_serializer)
+
+    def _emit(
+        self,
+        partition: int,
+        key: Any,
+        value: Any,
+        stamp: Stamp,
+        sequence: int,
+        group: int | None,
+        key_serializer: Any = None,
+        value_serializer: Any = None,
+    ) -> Any:
         headers = [(STAMP_HEADER, f"{stamp[0]}:{stamp[1]}:{sequence}".encode())]
         if group is not None:
             headers.append((GROUP_HEADER, str(group).encode()))
-        fut = self.changelog_topic.send_soon(
+        return self.changelog_topic.send_soon(
             key=key,
             value=value,
             partition=partition,
@@ -117,9 +131,12 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
             callback=self._on_changelog_sent,
             eager_partitioning=True,
         )
-        if not is_end_key(key):
-            self._stale.get(partition, set()).discard(key)
-        return fut
+
+    def _write_again(self, partition: int, key: Any) -> None:
+        """This worker's value of `key` (a tombstone if it has none) as a row of its own, outside any event
+        group: the log then ends with it."""
+        value = self.data.get(key)
+        self._send(partition, key, value, None, "raw" if value is None else None, grouped=False)
 
     def drop_event(self) -> None:
         """The event being handled was given up (its partition moved while this worker stood still):
@@ -132,26 +149,14 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
         acknowledged, so a committed event always has its terminator delivered (Faust flushes first)."""
         groups, self._groups = self._groups, {}
         for partition, (stamp, group) in sorted(groups.items()):
-            self.changelog_topic.send_soon(
-                key=end_key(stamp),
-                value={"event": group},
-                partition=partition,
-                headers=[
-                    (STAMP_HEADER, f"{stamp[0]}:{stamp[1]}:{next(_sequence)}".encode()),
-                    (GROUP_HEADER, str(group).encode()),
-                ],
-                key_serializer=self.key_serializer,
-                value_serializer=self.value_serializer,
-                callback=self._on_changelog_sent,
-                eager_partitioning=True,
-            )
+            self._emit(partition, end_key(stamp), {"event": group}, stamp, next(_sequence), group)
         self._write_queued()  # between events: never inside an event's group
 
     def _on_changelog_sent(self, fut: Any) -> None:
+        stamp = stamp_of(fut.message.headers)
         with contextlib.suppress(Exception):  # a failed send fails the producer (and Faust) anyway
             sent = fut.result()
-            self._watch_own(sent.topic_partition.partition, sent.offset, stamp_of(fut.message.headers))
-        stamp = stamp_of(fut.message.headers)
+            self._watch_own(sent.topic_partition.partition, sent.offset, stamp)
         if self._distrusted_up_to is not None and stamp is not None and stamp[1] <= self._distrusted_up_to:
             return  # a late row of the stalled generation: what precedes it may be missing locally
         super()._on_changelog_sent(fut)
@@ -212,11 +217,10 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
         generation, keys = self._overwrite.pop(partition)
         if int(self.app.consumer_generation_id) != generation or partition not in self._own_last:
             return  # the partition changed hands since: its owner has its own values
-        for key in sorted(keys, key=str):
+        for key in sorted(keys, key=str):  # inside the event: data.get reads the event's partition's store
             if self.on_stale is not None:
                 self.on_stale(self.name)
-            value = self.data.get(key)  # inside the event: the event's partition's store
-            self._send(partition, key, value, None, "raw" if value is None else None, grouped=False)
+            self._write_again(partition, key)
 
     # --- high marks --------------------------------------------------------------------------------
     def high_mark(self, partition: int) -> Stamp:
@@ -363,8 +367,7 @@ class StampedTable(faust.Table):  # type: ignore[misc]  # Faust's classes are un
             # The owner writes the values it kept, so the log ends with them again (a standby's stale
             # keys wait until it owns the partition).
             for key in sorted(self._stale.pop(partition, set()), key=str):
-                value = self.data.get(key)
-                self._send(partition, key, value, None, "raw" if value is None else None, grouped=False)
+                self._write_again(partition, key)
 
 
 class Namespace(MutableMapping[str, Any]):
