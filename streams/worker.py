@@ -15,6 +15,7 @@ from schemas.events import RepUpdated
 from streams.admin import ensure_topics
 from streams.app import LeadRelay, create_app
 from streams.codecs import dump
+from streams.datadir import DataDirLock
 from streams.logs import worker_logging
 from streams.roster import load_roster
 from streams.settings import Settings, SettingsError
@@ -54,6 +55,15 @@ def mark_clean_stop(tabledir: Path) -> None:
 
 
 def run(settings: Settings) -> int:
+    # Before anything else: a second worker on a live worker's directory would wipe its store below.
+    lock = DataDirLock.acquire(settings.data_dir)
+    try:
+        return _run(settings)
+    finally:
+        lock.release()
+
+
+def _run(settings: Settings) -> int:
     if settings.create_topics:
         asyncio.run(ensure_topics(settings))
     relay = create_app(settings)
