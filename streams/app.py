@@ -49,6 +49,13 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
+        # Only the routes docs/operations.md lists: Faust's table, router, graph and stats views would
+        # serve table rows (rep profiles, ledger entries) and the cluster layout to anyone on the port.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
         processing_guarantee="at_least_once",
         broker_max_poll_interval=settings.max_poll_interval_seconds,
         broker_session_timeout=settings.session_timeout_seconds,

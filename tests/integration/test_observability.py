@@ -213,6 +213,14 @@ def test_ready_only_after_table_recovery_and_live_throughout(observed: Observed)
     assert observed.scrape().total("leadrelay_worker_ready") == 1
 
 
+def test_faust_views_that_expose_state_are_not_served(observed: Observed) -> None:
+    base = f"http://127.0.0.1:{observed.worker.web_port}"
+    hidden = ("/table/", "/table/route/", "/table/route/ledger/", "/router/", "/router/topics", "/graph/", "/stats/")
+    for path in hidden:
+        status, body = get(f"{base}{path}")
+        assert status == 404, f"{path} answered {status}: {body[:200]!r}"
+
+
 # --- /metrics ------------------------------------------------------------------------------------
 
 
