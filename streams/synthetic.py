@@ -17,13 +17,17 @@ SOURCES = ("web_form", "ads", "partner", "event")
 
 
 def leads(seed: int, *, prefix: str = "L", start: datetime | None = None) -> Iterator[LeadCreated]:
-    """An endless, reproducible stream of plausible leads (contact data included, as upstream sends it)."""
+    """An endless, reproducible stream of plausible leads (contact data included, as upstream sends it).
+
+    Creation times step backwards from `start` (default: now), about 30 s apart, so no lead is created
+    after the moment it could be sent and decided; the same seed and start give the same stream.
+    """
     rng = random.Random(seed)
     t = start or datetime.now(UTC)
     n = 0
     while True:
         n += 1
-        t += timedelta(seconds=rng.expovariate(1 / 30))
+        t -= timedelta(seconds=rng.expovariate(1 / 30))
         value = round(rng.lognormvariate(8.5, 1.1), 2)
         yield LeadCreated(
             lead_id=f"{prefix}-{seed}-{n:06d}",

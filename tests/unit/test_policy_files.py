@@ -30,3 +30,11 @@ def test_documented_policy_is_valid_and_shipped(block: str) -> None:
     policy = parse_policy(block)
     shipped = {parse_policy(f.read_text()).id: parse_policy(f.read_text()) for f in FILES}
     assert shipped[policy.id] == policy, "the doc shows the shipped file"
+
+
+def test_every_policy_file_the_docs_name_is_shipped() -> None:
+    docs = (ROOT / "docs" / "policies.md").read_text() + (ROOT / "README.md").read_text()
+    named = set(re.findall(r"(?<![\w/.-])(?:deploy/policies/)?([\w-]+\.yaml)\b", docs)) - {"leadrelay.yaml"}
+    shipped = {f.name for f in FILES}
+    assert named, "the docs name no policy file"
+    assert named <= shipped, f"named in the docs but not in deploy/policies/: {sorted(named - shipped)}"
