@@ -63,12 +63,12 @@ def decide_and_record(ctx: Context, cache: PoolCache, ev: LeadArrived, now: date
     if result.load is not None and decision.rep_id is not None:
         t.loads[key(ev.pool, decision.rep_id)] = result.load.to_dict()
         frame.set_load(decision.rep_id, result.load)
-        m.set_rep_load(ev.pool, decision.rep_id, result.load.open, int(frame.capacity[frame.index[decision.rep_id]]))
+        m.set_rep_load(ev.pool, decision.rep_id, result.load.open, frame.limit(decision.rep_id))
     if result.state is not None:
         t.pools[ev.pool] = result.state.to_dict()
         frame.set_state(result.state)
     m.record_decision(decision, (datetime.now(UTC) - ev.received_at).total_seconds())  # latency: wall clock
-    m.set_pool_state(ev.pool, open_leads=int(frame.open.sum()), capacity=int(frame.capacity[frame.active].sum()))
+    m.set_pool_state(ev.pool, open_leads=int(frame.open.sum()), capacity=frame.total_capacity())
     m.set_fairness(ev.pool, fairness.gini(frame.value[frame.active]))
     m.set_policy(
         ev.pool, policy.id, policy.version, [v.id for v in policy.experiment.variants] if policy.experiment else []
@@ -117,7 +117,7 @@ def on_deal(ctx: Context, cache: PoolCache, ev: DealArrived, now: datetime) -> N
         if frame is not None:
             frame.set_load(rep_id, new_load)
             if rep_id in frame.index:
-                ctx.metrics.set_rep_load(ev.pool, rep_id, new_load.open, int(frame.capacity[frame.index[rep_id]]))
+                ctx.metrics.set_rep_load(ev.pool, rep_id, new_load.open, frame.limit(rep_id))
     if result.credited is not None:
         if result.buckets is not None:
             t.performance[key(ev.pool, result.credited)] = result.buckets

@@ -275,7 +275,7 @@ def _scores(
         if weight <= 0:
             continue
         if name == "load":
-            comps[name] = (cap - opened) / cap
+            comps[name] = _load(cap, opened)
         elif name == "rotation":
             comps[name] = _minmax(-eff)  # the rep furthest behind in its weighted share scores 1
         elif name == "tier_fit":
@@ -298,6 +298,15 @@ def _scores(
             comps[name] = _minmax(gap)
             facts["fair_share"] = shares[idx]
     return comps, facts, eff
+
+
+def _load(cap: F64, opened: F64) -> F64:
+    """Remaining capacity, (capacity - open) / capacity; for a rep without a limit 1 / (1 + open), so
+    that fewer open leads still score higher (inf / inf would be NaN)."""
+    limited = np.isfinite(cap)
+    safe = np.where(limited, cap, 1.0)
+    out: F64 = np.where(limited, (safe - opened) / safe, 1.0 / (1.0 + opened))
+    return out
 
 
 def _predict(frame: PoolFrame, idx: npt.NDArray[np.int64], feats: list[str], a: float, b: float) -> F64:
@@ -370,7 +379,8 @@ def _scored(frame: PoolFrame, ev: _Evaluation, pos: int) -> ScoredRep:
         rep_id=frame.ids[int(ev.idx[pos])],
         score=round(float(ev.total[pos]), 6),
         components={k: round(float(v[pos]), 6) for k, v in ev.comps.items()},
-        facts={k: round(float(v[pos]), 6) for k, v in ev.facts.items()},
+        # facts go to JSON: an unlimited rep's capacity (inf) is left out rather than written as Infinity
+        facts={k: round(float(v[pos]), 6) for k, v in ev.facts.items() if np.isfinite(v[pos])},
     )
 
 
@@ -500,5 +510,6 @@ def _summary(reason: str, chosen: ScoredRep | None, eligible: int, excluded: dic
         return f"no eligible rep ({tail}); {how}"
     top = sorted(chosen.components.items(), key=lambda kv: -kv[1] * weights.get(kv[0], 0.0))[:3]
     parts = ", ".join(f"{k} {v:.2f}" for k, v in top)
-    opened, capacity = int(chosen.facts.get("open", 0)), int(chosen.facts.get("capacity", 0))
-    return f"score {chosen.score:.3f} ({parts}), {opened}/{capacity} open; {how}; {tail}"
+    opened, capacity = int(chosen.facts.get("open", 0)), chosen.facts.get("capacity")
+    held = f"{opened} open (no limit)" if capacity is None else f"{opened}/{int(capacity)} open"
+    return f"score {chosen.score:.3f} ({parts}), {held}; {how}; {tail}"

@@ -11,8 +11,14 @@ Array = npt.NDArray[np.float64]
 
 
 def fair_shares(capacity: Array, weight: Array) -> Array:
-    """Each rep's fair fraction of the pool's value: proportional to capacity x weight."""
-    entitlement = capacity * weight
+    """Each rep's fair fraction of the pool's value: proportional to capacity x weight.
+
+    A rep without a limit (capacity inf) counts with the largest limit in the pool, so it is entitled to
+    at least as much as any limited rep; when nobody has a limit, shares follow the weights.
+    """
+    limited = capacity[np.isfinite(capacity)]
+    largest = float(limited.max()) if len(limited) and limited.max() > 0 else 1.0
+    entitlement = np.where(np.isfinite(capacity), capacity, largest) * weight
     total = float(entitlement.sum())
     if total <= 0:
         return np.full(len(capacity), 1.0 / max(1, len(capacity)))

@@ -49,7 +49,9 @@ class PoolFrame:
         self.state = state or PoolState(members=tuple(self.ids))
         n = len(self.ids)
         self.n = n
-        self.capacity = np.array([r.capacity for r in self.reps], dtype=np.float64)
+        # An unlimited rep (capacity None) has an infinite limit: never at capacity, and scorers that
+        # divide by capacity must handle it (see routing.decide and routing.fairness).
+        self.capacity = np.array([np.inf if r.capacity is None else r.capacity for r in self.reps], dtype=np.float64)
         self.weight = np.array([r.weight for r in self.reps], dtype=np.float64)
         self.active = np.array([r.active for r in self.reps], dtype=np.bool_)
         self.available = np.array([r.availability == "available" for r in self.reps], dtype=np.bool_)
@@ -77,6 +79,15 @@ class PoolFrame:
         self._window: tuple[str, int] | None = None
         for i in range(n):
             self._load_columns(i)
+
+    def limit(self, rep_id: str) -> int | None:
+        """A member's capacity as a whole number, None when it has no limit (for metrics)."""
+        return self.reps[self.index[rep_id]].capacity
+
+    def total_capacity(self) -> int | None:
+        """The active reps' capacity together; None when one of them has no limit."""
+        active = self.capacity[self.active]
+        return None if np.isinf(active).any() else int(active.sum())
 
     # keeping current -------------------------------------------------------------------------
     def _load_columns(self, i: int) -> None:

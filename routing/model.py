@@ -17,7 +17,7 @@ class Rep:
     rep_id: str
     tier: str = "standard"
     tags: Mapping[str, int] = field(default_factory=dict)
-    capacity: int = 10
+    capacity: int | None = 10  # max open leads in the pool; None = unlimited
     weight: float = 1.0
     availability: str = "available"
     hired_at: date | None = None
@@ -56,7 +56,7 @@ class Rep:
             rep_id=data["rep_id"],
             tier=data.get("tier", "standard"),
             tags=dict(data.get("tags") or {}),
-            capacity=int(data.get("capacity", 10)),
+            capacity=None if (capacity := data.get("capacity", 10)) is None else int(capacity),
             weight=float(data.get("weight", 1.0)),
             availability=data.get("availability", "available"),
             hired_at=date.fromisoformat(hired) if isinstance(hired, str) else hired,

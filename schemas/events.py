@@ -119,9 +119,12 @@ class RepUpdated(_Event):
     tags: Annotated[
         dict[Tag, Annotated[int, Field(ge=1, le=5)]], BeforeValidator(_tags_as_levels), Field(max_length=64)
     ] = Field(default_factory=dict)
-    capacity: Annotated[int, Field(ge=0, le=100_000)] = Field(10, description="Max open leads, in each pool")
-    pool_capacity: dict[PoolId, Annotated[int, Field(ge=0, le=100_000)]] = Field(
-        default_factory=dict, description="Per-pool capacity overriding `capacity` (split a rep across pools)"
+    capacity: Annotated[int, Field(ge=0, le=100_000)] | None = Field(
+        10, description="Max open leads, in each pool; null = unlimited"
+    )
+    pool_capacity: dict[PoolId, Annotated[int, Field(ge=0, le=100_000)] | None] = Field(
+        default_factory=dict,
+        description="Per-pool capacity overriding `capacity` (split a rep across pools); null = unlimited",
     )
     weight: Annotated[float, Field(gt=0, le=1000)] = 1.0
     availability: Literal["available", "away", "offline"] = "available"

@@ -240,7 +240,7 @@ class Metrics:
             open_leads=Gauge("leadrelay_open_leads", "Open leads held by reps, per pool", ["pool"], registry=registry),
             capacity=Gauge(
                 "leadrelay_capacity_leads",
-                "Total capacity of active reps, per pool",
+                "Total capacity of active reps, per pool (absent while an active rep has no limit)",
                 ["pool"],
                 registry=registry,
             ),
@@ -264,7 +264,7 @@ class Metrics:
             ),
             rep_capacity=Gauge(
                 "leadrelay_rep_capacity_leads",
-                "Capacity per rep (only with metrics_per_rep, at most metrics_max_reps series)",
+                "Capacity per rep (only with metrics_per_rep, at most metrics_max_reps series; absent without a limit)",
                 ["pool", "rep"],
                 registry=registry,
             ),
@@ -373,12 +373,17 @@ class Metrics:
         if label is not None:
             self.open_leads.labels(pool=label).dec()
 
-    def set_pool_state(self, pool: str, *, open_leads: int, capacity: int) -> None:
+    def set_pool_state(self, pool: str, *, open_leads: int, capacity: int | None) -> None:
+        """Open leads and total capacity; capacity None (an active rep without a limit) drops the capacity
+        series, so "open / capacity" alerts see no ratio instead of a false one."""
         label = self._pool_gauge_label(pool)
         if label is None:
             return
         self.open_leads.labels(pool=label).set(open_leads)
-        self.capacity.labels(pool=label).set(capacity)
+        if capacity is None:
+            _remove(self.capacity, label)
+        else:
+            self.capacity.labels(pool=label).set(capacity)
         self.stated_pools.add(pool)
 
     def set_fairness(self, pool: str, gini: float) -> None:
@@ -403,15 +408,19 @@ class Metrics:
         self.policy.labels(pool=label).info({"policy_id": policy_id, "version": str(version), "variants": variants})
         self.policies[pool] = current
 
-    def set_rep_load(self, pool: str, rep_id: str, open_leads: int, capacity: int) -> None:
-        """Per-rep load; a no-op unless metrics_per_rep is on, and bounded by metrics_max_reps pairs."""
+    def set_rep_load(self, pool: str, rep_id: str, open_leads: int, capacity: int | None) -> None:
+        """Per-rep load; a no-op unless metrics_per_rep is on, and bounded by metrics_max_reps pairs.
+        A rep without a limit (capacity None) has no capacity series."""
         if not self.per_rep:
             return
         label = self._pool_gauge_label(pool)
         if label is None or self._limited(self.rep, "rep", f"{pool}|{rep_id}") == OTHER:
             return
         self.rep_open_leads.labels(pool=label, rep=rep_id).set(open_leads)
-        self.rep_capacity.labels(pool=label, rep=rep_id).set(capacity)
+        if capacity is None:
+            _remove(self.rep_capacity, label, rep_id)
+        else:
+            self.rep_capacity.labels(pool=label, rep=rep_id).set(capacity)
         self.reps_by_pool.setdefault(pool, set()).add(rep_id)
 
     def forget_rep(self, pool: str, rep_id: str) -> None:

@@ -9,6 +9,7 @@ import pytest
 import agents.route as route_module
 from routing.frame import day_keys
 from routing.ids import decision_id
+from streams.metrics import LabelLimiter
 from tests.agents.conftest import LONG_AGO, NOW, POOL_EVENTS, Kit
 
 pytestmark = pytest.mark.asyncio
@@ -343,3 +344,21 @@ async def test_decisions_update_pool_metrics(kit: Kit) -> None:
     assert registry.get_sample_value("leadrelay_capacity_leads", {"pool": "p"}) == 10
     # one rep received everything: the Gini of two reps is 1/2
     assert registry.get_sample_value("leadrelay_fairness_gini_ratio", {"pool": "p"}) == 0.5
+
+
+async def test_unlimited_reps_are_decided_and_leave_out_capacity_metrics(kit: Kit, monkeypatch) -> None:
+    monkeypatch.setattr(kit.ctx.metrics, "per_rep", True)
+    monkeypatch.setattr(kit.ctx.metrics, "rep", LabelLimiter(10))
+    registry = kit.ctx.metrics.registry
+    await feed(kit, kit.rep_changed("p", "rep-a", capacity=None), kit.rep_changed("p", "rep-b", capacity=2))
+    assert kit.table("reps")["p|rep-a"]["capacity"] is None
+    await feed(kit, *(kit.lead_arrived("p", f"lead-{n}") for n in range(6)), kit.deal_arrived("p", "lead-0"))
+    decisions = [s.json() for s in kit.sent("assignments")]
+    assert all(d["reason"] == "assigned" for d in decisions)  # rep-b fills up, rep-a never does
+    assert [d["rep_id"] for d in decisions].count("rep-a") == 4
+    assert all("capacity" not in d["explanation"]["chosen"]["facts"] for d in decisions if d["rep_id"] == "rep-a")
+    assert registry.get_sample_value("leadrelay_open_leads", {"pool": "p"}) == 5  # one deal closed
+    assert registry.get_sample_value("leadrelay_capacity_leads", {"pool": "p"}) is None
+    assert registry.get_sample_value("leadrelay_rep_capacity_leads", {"pool": "p", "rep": "rep-a"}) is None
+    assert registry.get_sample_value("leadrelay_rep_capacity_leads", {"pool": "p", "rep": "rep-b"}) == 2
+    assert registry.get_sample_value("leadrelay_rep_open_leads", {"pool": "p", "rep": "rep-a"}) is not None
