@@ -1,4 +1,9 @@
-"""ingest_leads: validate raw leads, resolve their pool, forward them keyed by pool."""
+"""ingest_leads: validate raw leads, resolve their pool, forward them keyed by lead to the lead log.
+
+The lead log (match_deals) knows which pool a lead was first sent to and keeps it there, so a lead
+re-sent with attributes that now resolve to another pool is a duplicate of its first decision rather
+than a second decision in the other pool under the same decision id (whatever key the producer used).
+"""
 
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ async def handle(ctx: Context, event: Any) -> None:
     lead = parse(LeadCreated, event.value, max_bytes=ctx.settings.max_payload_bytes)
     pool, _ = resolve_pool(lead, ctx.settings.territory_rules, ctx.settings.default_pool)
     arrived = LeadArrived(pool=pool, lead=lead, received_at=kafka_time(event), origin=origin_of(event))
-    await ctx.topics.pool_events.send(key=pool.encode(), value=dump(arrived))
+    await ctx.topics.lead_events.send(key=lead.lead_id.encode(), value=dump(arrived))
 
 
 def register(app: faust.App, ctx: Context) -> Any:

@@ -1,19 +1,31 @@
-"""match_deals: keep the lead index (lead -> pool, owner) and route every deal through it.
+"""match_deals: keep the lead index (lead -> pool, owner) and route every lead and deal through it.
 
-Deals are keyed by lead_id like the index, so a deal and its lead's index entry are in one ordered
-log. A deal that overtakes its lead's decision is parked (a few per lead) until the lead is indexed;
-past `unknown_lead_wait_seconds` it goes to its named pool if it names pool and rep (a lead decided
+Leads and deals are keyed by lead_id like the index, so a lead, its deals and its index entry are in
+one ordered log. A lead's first arrival fixes its pool in the index; a re-send that resolves to another
+pool goes to the first one, where it is a duplicate (one lead, one effective decision, one load), until
+explicit re-routing exists. A deal that overtakes its lead is parked (a few per lead) until the lead
+arrives; past `unknown_lead_wait_seconds` it goes to its named pool if it names pool and rep (a lead decided
 outside leadrelay still teaches performance), else to the DLQ as unknown_lead.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
 
-from schemas.internal import LEAD_EVENT, DealArrived, DealUnrouted, IndexExpired, LeadIndexed, PendingExpired
+from schemas.internal import (
+    LEAD_EVENT,
+    DealArrived,
+    DealUnrouted,
+    IndexExpired,
+    LeadArrived,
+    LeadIndexed,
+    PendingExpired,
+)
+from streams import logs
 from streams.boundary import guarded_agent
 from streams.codecs import dump, parse_internal
 from streams.context import Context
@@ -21,6 +33,7 @@ from streams.dlq import send_dead_letter
 from streams.errors import UnknownLead
 from streams.fence import barrier
 
+log = logging.getLogger("leadrelay.match_deals")
 MAX_PARKED = 10
 
 
@@ -42,6 +55,17 @@ async def give_up(ctx: Context, deal: DealUnrouted, lead_id: str, error: Unknown
         error=error,
         agent="match_deals",
     )
+
+
+async def on_lead(ctx: Context, ev: LeadArrived, now: datetime) -> None:
+    t, lead_id = ctx.tables, ev.lead.lead_id
+    index = t.lead_index.get(lead_id)
+    if index is None:  # first sight: the pool is fixed now, before the decision comes back
+        t.lead_index[lead_id] = {"pool": ev.pool, "rep_id": None, "decision_id": None, "indexed_at": now.isoformat()}
+    elif index["pool"] != ev.pool:
+        log.info("re-sent lead resolves to pool %s; its first pool %s stands", ev.pool, index["pool"])
+        ev = ev.model_copy(update={"pool": index["pool"]})
+    await ctx.topics.pool_events.send(key=ev.pool.encode(), value=dump(ev))
 
 
 async def on_indexed(ctx: Context, ev: LeadIndexed, now: datetime) -> None:
@@ -102,7 +126,10 @@ def on_index_expired(ctx: Context, ev: IndexExpired, now: datetime) -> None:
 async def handle_value(ctx: Context, raw: bytes | None) -> None:
     ev = parse_internal(LEAD_EVENT, raw)
     now = datetime.now(UTC)
-    if isinstance(ev, LeadIndexed):
+    if isinstance(ev, LeadArrived):
+        with logs.bind(lead_id=ev.lead.lead_id):
+            await on_lead(ctx, ev, now)
+    elif isinstance(ev, LeadIndexed):
         await on_indexed(ctx, ev, now)
     elif isinstance(ev, DealUnrouted):
         await on_deal(ctx, ev, now)

@@ -99,5 +99,7 @@ class IndexExpired(_Internal):
     lead_ids: Annotated[list[Id], Field(max_length=1000)]
 
 
-LeadEvent = Annotated[LeadIndexed | DealUnrouted | PendingExpired | IndexExpired, Field(discriminator="kind")]
+LeadEvent = Annotated[
+    LeadArrived | LeadIndexed | DealUnrouted | PendingExpired | IndexExpired, Field(discriminator="kind")
+]
 LEAD_EVENT = TypeAdapter(LeadEvent)

@@ -21,6 +21,7 @@ from streams.security import client_kwargs
 from streams.settings import Settings
 from streams.supervise import WorkerProcess, free_port
 from streams.tables import changelog_topic
+from streams.verify import Report, verify
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "deploy" / "demo"
@@ -151,31 +152,52 @@ def _wait_for_roster(settings: Settings, entries: int, timeout: float = 60) -> N
     raise TimeoutError(f"the worker did not apply the demo roster within {timeout}s")
 
 
-def run_demo(*, seconds: float = 30, rate: float = 10, seed: int = 7) -> int:
-    started_kafka = localkafka.status(STATE / "kafka") is None
-    kafka = localkafka.start(STATE / "kafka")
+def _verify_settled(settings: Settings, timeout: float = 30) -> Report:
+    """`leadrelay verify` on the demo's topics, once the worker's last writes have landed: a healthy run
+    converges (the last deals' load releases reach the changelog a moment after the decisions), a
+    broken one stays broken and is reported after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        report = verify(settings)
+        if report.ok or time.monotonic() > deadline:
+            return report
+        time.sleep(2)
+
+
+def run_demo(
+    *, seconds: float = 30, rate: float = 10, seed: int = 7, bootstrap: str | None = None, state: Path = STATE
+) -> int:
+    """The demo on a local Kafka (started under `state` unless `bootstrap` names a running one); ends
+    with `leadrelay verify` over its topics. Exit 0 only if every lead was decided and verify passed."""
+    started_kafka = bootstrap is None and localkafka.status(state / "kafka") is None
+    if bootstrap is None:
+        bootstrap = localkafka.start(state / "kafka").bootstrap
     run = time.strftime("%Y%m%d-%H%M%S")
     env = {
-        "LEADRELAY_BOOTSTRAP_SERVERS": kafka.bootstrap,
+        "LEADRELAY_BOOTSTRAP_SERVERS": bootstrap,
         "LEADRELAY_APP_ID": f"leadrelay-demo-{run}",
-        "LEADRELAY_DATA_DIR": str(STATE / f"demo-{run}" / "tables"),
+        "LEADRELAY_DATA_DIR": str(state / f"demo-{run}" / "tables"),
         "LEADRELAY_WEB_PORT": str(free_port()),
         "LEADRELAY_ROSTER_FILE": str(DEMO / "roster.json"),
         **Settings.namespaced_topics(f"demo-{run}"),
     }
     settings = Settings.from_env(env, DEMO / "settings.yaml")
     roster = load_roster(DEMO / "roster.json")
-    worker = WorkerProcess(env, STATE / f"demo-{run}" / "worker.log", config=DEMO / "settings.yaml")
+    worker = WorkerProcess(env, state / f"demo-{run}" / "worker.log", config=DEMO / "settings.yaml")
     try:
-        print(f"kafka at {kafka.bootstrap}; starting the worker (log: {worker.log_path})", flush=True)
+        print(f"kafka at {bootstrap}; starting the worker (log: {worker.log_path})", flush=True)
         worker.start().wait_ready()
         _wait_for_roster(settings, sum(len(r.pools) for r in roster))
         print(f"worker ready, metrics on http://127.0.0.1:{worker.web_port}/metrics; {seconds:.0f}s of traffic")
         tally = asyncio.run(_run(settings, seconds, rate, seed))
         dead = len(asyncio.run(read_all(settings, settings.topic_dlq)))
         print(_summary(tally, roster, dead))
-        return 0 if not set(tally.leads) - set(tally.decisions) else 1
+        report = _verify_settled(settings)
+        print(f"\n=== leadrelay verify (delivery invariants I1-I5) ===\n{report.table()}")
+        for name, items in report.problems().items():
+            print(f"{name}: {items[:5]}")
+        return 0 if report.ok and not set(tally.leads) - set(tally.decisions) else 1
     finally:
         worker.stop()
         if started_kafka:
-            localkafka.stop(STATE / "kafka")
+            localkafka.stop(state / "kafka")

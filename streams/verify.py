@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from routing.model import Rep
 from schemas.events import AssignmentDecision, DealClosed, LeadCreated, RepUpdated
 from schemas.internal import POOL_EVENT, DealArrived, LeadArrived, RepChanged
 from streams.changelog import namespace, read_table
@@ -135,9 +136,13 @@ def check(records: dict[str, list[Any]], settings: Settings, *, check_state: boo
 
     first: dict[str, tuple[Any, AssignmentDecision]] = {}
     for lead_id, items in decisions.items():
-        owners = {(d.decision_id, d.rep_id) for _, d in items if d.attempt == 1}
-        if len(owners) > 1:
-            report.conflicting_decisions.append(f"{lead_id}: {sorted(map(str, owners))}")
+        # One lead id, one effective decision per attempt: the same owner in the same pool under one id.
+        # A re-sent lead decided again in another pool (same decision_id, maybe another rep) is a
+        # conflict even when the rep happens to be the same: it holds a second load.
+        for attempt in sorted({d.attempt for _, d in items}):
+            owners = {(d.decision_id, d.pool, d.rep_id) for _, d in items if d.attempt == attempt}
+            if len(owners) > 1:
+                report.conflicting_decisions.append(f"{lead_id}: attempt {attempt}: {sorted(map(str, owners))}")
         report.duplicate_decisions += len(items) - len({d.decision_id for _, d in items})
         first[lead_id] = min(items, key=lambda item: (item[1].attempt, item[0].timestamp))
 
@@ -228,6 +233,15 @@ def _available(profile: RepUpdated | None, pool: str) -> bool:
     return profile is not None and profile.active and profile.availability == "available" and pool in profile.pools
 
 
+def _capacity(profile: RepUpdated | None, pool: str) -> float:
+    """The rep's capacity in this pool as the worker sees it (`pool_capacity` over `capacity`, through
+    the same Rep.from_event the route agent stores); None there means unlimited."""
+    if profile is None:
+        return 0
+    capacity = Rep.from_event(profile, pool).capacity
+    return float("inf") if capacity is None else capacity
+
+
 def _replay_pool_log(report: Report, first: dict[str, tuple[Any, AssignmentDecision]], pool_log: _PoolLog) -> set[str]:
     """Replay each pool's log as the route agent saw it, with the effective decisions: at a lead's first
     position the chosen rep must be in the pool and available (I4) and hold fewer open leads than its
@@ -260,7 +274,7 @@ def _replay_pool_log(report: Report, first: dict[str, tuple[Any, AssignmentDecis
             if not _available(profile, d.pool):
                 report.unavailable_assignments.append(f"{lead_id} -> {d.rep_id}")
             open_[holder] += 1
-            capacity = profile.capacity if profile is not None else 0
+            capacity = _capacity(profile, d.pool)
             if open_[holder] > capacity:
                 report.capacity_violations.append(
                     f"{lead_id} -> {d.rep_id}: {open_[holder]} open > capacity {capacity} (pool log replay)"
@@ -272,7 +286,7 @@ def _replay_pool_log(report: Report, first: dict[str, tuple[Any, AssignmentDecis
 def _check_capacity(report: Report, first: dict[str, tuple[Any, AssignmentDecision]]) -> None:
     for lead_id, (_, d) in first.items():
         chosen = d.explanation.chosen
-        if d.rep_id and chosen and chosen.facts.get("open", 0) >= chosen.facts.get("capacity", 1):
+        if d.rep_id and chosen and chosen.facts.get("open", 0) >= chosen.facts.get("capacity", float("inf")):
             report.capacity_violations.append(f"{lead_id} -> {d.rep_id} with {chosen.facts}")
 
 
@@ -334,16 +348,17 @@ def verify(settings: Settings, *, check_state: bool = True) -> Report:
 
 def _check_reps_state(report: Report, pool_log: _PoolLog, reps: dict[str, bytes]) -> None:
     """I3 for the roster: the reps table equals the last profile each pool's log gave each rep (a roster
-    change the route agent never applied would silently keep a rep out of, or in, a pool)."""
-    expected: dict[str, RepUpdated | None] = {}
+    change the route agent never applied would silently keep a rep out of, or in, a pool). The expected
+    row is the rep as that pool sees it (its `pool_capacity`), built by the same Rep.from_event."""
+    expected: dict[str, Rep | None] = {}
     for events in pool_log.partitions.values():
         for ev in events:
             if isinstance(ev, RepChanged):
-                expected[f"{ev.pool}|{ev.rep_id}"] = ev.profile
+                expected[f"{ev.pool}|{ev.rep_id}"] = None if ev.profile is None else Rep.from_event(ev.profile, ev.pool)
     actual = {key: orjson.loads(value) for key, value in reps.items()}
     for key in sorted(set(expected) | set(actual)):
-        profile, row = expected.get(key), actual.get(key)
-        want = None if profile is None else (profile.capacity, profile.availability, profile.active)
+        rep, row = expected.get(key), actual.get(key)
+        want = None if rep is None else (rep.capacity, rep.availability, rep.active)
         have = None if row is None else (row.get("capacity"), row.get("availability"), row.get("active"))
         if want != have:
             report.state_mismatches.append(f"reps {key}: table {have} != pool log {want}")

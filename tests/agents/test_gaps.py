@@ -93,7 +93,7 @@ async def test_ingress_re_reads_skipped_leads_with_their_own_origin_and_time(kit
         await agent.put(value=kit.raw(kit.lead(lead_id="lead-0", pool="p")), key=b"lead-0")
         agent.sent_offset += 2
         await agent.put(value=kit.raw(kit.lead(lead_id="lead-3", pool="p")), key=b"lead-3")
-    arrived = [json.loads(s.value) for s in kit.sent("pool_events")]
+    arrived = [json.loads(s.value) for s in kit.sent("lead_events")]
     assert [a["lead"]["lead_id"] for a in arrived] == ["lead-0", "lead-skipped", "lead-3"]
     skipped = arrived[1]
     assert skipped["origin"] == {"topic": topic, "partition": 0, "offset": 1}

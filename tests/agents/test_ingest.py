@@ -59,10 +59,11 @@ async def test_lead_is_forwarded_to_its_pool_without_contact(kit: Kit, overrides
         assert agent.results == {0: True}
 
     assert (event.message.topic, event.message.partition, event.message.offset) == ("leads.new", 0, 0)
-    [out] = kit.sent("pool_events")
-    assert out.key == pool.encode()
+    # Keyed by lead onto the lead log, which fixes the lead's pool (match_deals) before it reaches route.
+    [out] = kit.sent("lead_events")
+    assert out.key == b"lead-42"
     assert kit.sent("dlq") == []
-    assert kit.sent("lead_events") == []
+    assert kit.sent("pool_events") == []
     assert kit.sent("assignments") == []
 
     body = out.json()
@@ -113,7 +114,7 @@ async def test_bad_lead_is_dead_lettered_and_the_next_one_still_flows(kit: Kit, 
         assert agent.results == {0: False, 1: True}
 
     assert_dead_letter(kit, reason=reason, value=bad, key=b"lead-1", source="leads.new", offset=0, field=field)
-    [out] = kit.sent("pool_events")
+    [out] = kit.sent("lead_events")
     assert out.json()["lead"]["lead_id"] == "lead-2"
     assert out.json()["origin"]["offset"] == 1
 
@@ -153,7 +154,7 @@ async def test_lead_of_exactly_max_payload_bytes_is_accepted(kit: Kit) -> None:
     async with kit.agent("ingest_leads").test_context() as agent:
         await agent.put(value=exact, key=b"lead-1")
         assert agent.results == {0: True}
-    assert len(kit.sent("pool_events")) == 1
+    assert len(kit.sent("lead_events")) == 1
     assert kit.sent("dlq") == []
 
 
@@ -163,7 +164,7 @@ async def test_dead_letter_offset_and_partition_are_the_records_own(kit: Kit) ->
             await agent.put(value=kit.raw(kit.lead(lead_id=f"lead-{n}")), key=f"lead-{n}".encode())
         await agent.put(value=b"{", key=b"lead-x", partition=2)
     assert_dead_letter(kit, reason="invalid_json", value=b"{", key=b"lead-x", source="leads.new", offset=3, partition=2)
-    assert [s.json()["origin"]["offset"] for s in kit.sent("pool_events")] == [0, 1, 2]
+    assert [s.json()["origin"]["offset"] for s in kit.sent("lead_events")] == [0, 1, 2]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,7 +357,13 @@ async def test_split_capacity_reaches_each_pool(kit: Kit) -> None:
 async def test_lead_output_reaches_route_and_route_sees_the_pool_topic(kit: Kit) -> None:
     async with kit.agent("ingest_leads").test_context() as agent:
         await agent.put(value=kit.raw(kit.lead(pool="p")), key=b"lead-1")
+    [lead_log] = kit.sent("lead_events")
+    kit.forget_sent()
+    async with kit.agent("match_deals").test_context() as match:
+        await match.put(value=lead_log.value, key=lead_log.key)
     [arrived] = kit.sent("pool_events")
+    assert arrived.key == b"p"
+    kit.forget_sent()
     async with kit.agent("route").test_context() as route:
         event = await route.put(value=arrived.value, key=arrived.key)
     assert event.message.topic == POOL_EVENTS

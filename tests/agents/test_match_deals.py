@@ -307,3 +307,65 @@ async def test_deal_of_a_lead_decided_elsewhere_teaches_performance_end_to_end(k
     assert kit.table("performance") == {"p|rep-a": {day: [1, 0, 70.0]}}
     assert kit.table("ledger") == {}
     assert kit.sent("dlq") == []
+
+
+# --- leads: the first pool stands ------------------------------------------------------------------
+
+
+async def test_first_sight_of_a_lead_fixes_its_pool_before_the_decision(kit: Kit) -> None:
+    assert await feed(kit, (b"lead-1", kit.lead_arrived("emea"))) == {0: True}
+    [(key, body)] = forwarded(kit)
+    assert (key, body["kind"], body["pool"]) == (b"emea", "lead", "emea")
+    entry = kit.table("lead_index")["lead-1"]
+    assert (entry["pool"], entry["rep_id"], entry["decision_id"]) == ("emea", None, None)
+
+
+async def test_a_re_sent_lead_that_resolves_to_another_pool_goes_to_its_first_pool(kit: Kit) -> None:
+    await feed(kit, (b"lead-1", kit.lead_arrived("emea")))
+    await feed(kit, (b"lead-1", kit.lead_indexed("lead-1", "emea", "rep-a")))
+    kit.forget_sent()
+    assert await feed(kit, (b"lead-1", kit.lead_arrived("apac"))) == {0: True}
+    [(key, body)] = forwarded(kit)
+    assert (key, body["pool"]) == (b"emea", "emea")
+    assert kit.table("lead_index")["lead-1"]["rep_id"] == "rep-a"  # the decision's owner is kept
+
+
+async def test_a_re_send_before_the_decision_came_back_also_keeps_the_first_pool(kit: Kit) -> None:
+    await feed(kit, (b"lead-1", kit.lead_arrived("emea")), (b"lead-1", kit.lead_arrived("apac")))
+    assert [(k, b["pool"]) for k, b in forwarded(kit)] == [(b"emea", "emea"), (b"emea", "emea")]
+
+
+async def test_a_deal_after_its_lead_arrived_follows_it_into_the_pool_log_at_once(kit: Kit) -> None:
+    await feed(kit, (b"lead-1", kit.lead_arrived("emea")))
+    await feed(kit, (b"lead-1", kit.encode(kit.deal_unrouted("lead-1"))))
+    assert [(k, b["kind"]) for k, b in forwarded(kit)] == [(b"emea", "lead"), (b"emea", "deal")]
+    assert kit.table("parked_deals") == {}
+
+
+async def test_re_sent_lead_with_a_new_pool_keeps_one_decision_and_one_load(kit: Kit) -> None:
+    """End to end through the agents: ingest -> lead log -> pool log -> route, sent twice with pools
+    a then b. The second send is a duplicate of the first decision; pool b decides nothing."""
+    for pool in ("a", "b"):
+        async with kit.agent("route").test_context() as route:
+            await route.put(value=kit.rep_changed(pool, "rep-a"), key=pool.encode())
+    outputs = []
+    for pool in ("a", "b"):
+        kit.forget_sent()
+        async with kit.agent("ingest_leads").test_context() as ingest:
+            await ingest.put(value=kit.raw(kit.lead(lead_id="lead-9", pool=pool)), key=b"lead-9")
+        [lead_log] = kit.sent("lead_events")
+        kit.forget_sent()
+        async with kit.agent("match_deals").test_context() as match:
+            await match.put(value=lead_log.value, key=lead_log.key)
+        [arrived] = kit.sent("pool_events")
+        kit.forget_sent()
+        async with kit.agent("route").test_context() as route:
+            await route.put(value=arrived.value, key=arrived.key)
+        [decision] = kit.sent("assignments")
+        outputs.append(decision.json())
+    assert outputs[0] == outputs[1]
+    assert outputs[0]["pool"] == "a" and outputs[0]["rep_id"] == "rep-a"
+    loads = kit.table("loads")
+    assert loads["a|rep-a"]["open"] == 1
+    assert "b|rep-a" not in loads or loads["b|rep-a"]["open"] == 0
+    assert "b|lead-9" not in kit.table("ledger")

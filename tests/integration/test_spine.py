@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from schemas.events import Contact, DealClosed, LeadCreated, RepUpdated
+from streams.verify import verify
 
 pytestmark = pytest.mark.integration
 
@@ -217,3 +218,25 @@ def test_state_survives_worker_restart(deployment, wipe_local_state: bool) -> No
     assert len({d.decision_id for d in again}) == 1 and {d.rep_id for d in again} == {"solo"}
     second = [d for d in decisions if d.lead_id == "L00002"]
     assert [d.reason for d in second] == ["no_eligible_rep"], "the load from before the restart still counts"
+
+
+def test_a_lead_re_sent_with_another_pool_keeps_its_first_decision_and_load(deployment) -> None:
+    """Issue 9 item 2: the first decision stands; the re-send (new explicit pool, or attributes that a
+    territory rule now places elsewhere) is a duplicate of it, never a second decision in another pool
+    under the same decision id. Keys differ on purpose: the producer's key must not matter."""
+    deployment.worker()
+    deployment.send_roster(roster())
+    deployment.settle(2)
+    first = [lead(n, pool="dach") for n in range(12)]
+    deployment.send_leads(first)
+    decided = {d.lead_id: d for d in deployment.decisions(at_least=12)}
+    moved = [x.model_copy(update={"pool": "americas"}) for x in first]
+    deployment.send(deployment.settings.topic_leads_new, [(None, x.model_dump_json().encode()) for x in moved])
+    decisions = deployment.decisions(at_least=24)
+    deployment.settle(3)
+    assert {d.pool for d in decisions} == {"dach"}
+    for d in decisions:
+        assert d == decided[d.lead_id], f"{d.lead_id} was decided again"
+    report = verify(deployment.settings)
+    assert report.ok, report.table()
+    assert report.duplicate_decisions == 12

@@ -1,0 +1,161 @@
+"""streams.verify.check on hand-made topic contents: healthy logs pass, each injected fault is reported.
+
+The broker-backed counterpart is tests/integration/test_verify.py (and the demo run in test_demo.py);
+these cases pin what a real run rarely produces: a lead decided in two pools, a pool_capacity split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from routing.model import Rep
+from schemas.events import AssignmentDecision, Explanation, LeadCreated, RepUpdated, ScoredRep
+from schemas.internal import LeadArrived, RepChanged
+from streams.settings import Settings
+from streams.verify import Report, check
+
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+SETTINGS = Settings()
+
+
+@dataclass
+class Record:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int = 1_764_579_600_000
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def records(values: Iterable[tuple[bytes | None, bytes | None]], partition: int = 0) -> list[Record]:
+    return [Record(partition, offset, key, value) for offset, (key, value) in enumerate(values)]
+
+
+def lead(lead_id: str, pool: str | None = None) -> LeadCreated:
+    return LeadCreated(lead_id=lead_id, created_at=T0, pool=pool)
+
+
+def decision(lead_id: str, pool: str, rep_id: str, *, open_: int = 0, capacity: float = 10) -> AssignmentDecision:
+    facts = {"open": float(open_), "capacity": float(capacity)}
+    return AssignmentDecision(
+        decision_id=f"id-{lead_id}#1",  # derived from (lead_id, attempt), like the worker's
+        lead_id=lead_id,
+        pool=pool,
+        rep_id=rep_id,
+        reason="assigned",
+        policy_id="default",
+        policy_version=1,
+        explanation=Explanation(
+            strategy="default", summary="test", chosen=ScoredRep(rep_id=rep_id, score=1, facts=facts)
+        ),
+        lead_created_at=T0,
+        decided_at=T0,
+    )
+
+
+def topics(
+    leads: list[LeadCreated],
+    decisions: list[AssignmentDecision],
+    roster: list[RepUpdated],
+    pool_log: list[LeadArrived | RepChanged],
+    route: dict[str, Any] | None = None,
+) -> dict[str, list[Any]]:
+    return {
+        "leads": records((x.lead_id.encode(), x.model_dump_json().encode()) for x in leads),
+        "deals": [],
+        "roster": records((r.rep_id.encode(), r.model_dump_json().encode()) for r in roster),
+        "decisions": records((d.lead_id.encode(), d.model_dump_json().encode()) for d in decisions),
+        "dlq": [],
+        "route": records((k.encode(), orjson.dumps(v)) for k, v in (route or {}).items()),
+        "pool_events": records((ev.pool.encode(), ev.model_dump_json().encode()) for ev in pool_log),
+    }
+
+
+def arrived(x: LeadCreated, pool: str) -> LeadArrived:
+    return LeadArrived(pool=pool, lead=x, received_at=T0)
+
+
+def run(contents: dict[str, list[Any]], *, state: bool = True) -> Report:
+    return check(contents, SETTINGS, check_state=state)
+
+
+# --- I1: one lead id, one effective decision per attempt -------------------------------------------
+
+
+def test_a_lead_decided_again_in_another_pool_under_the_same_id_is_a_conflict() -> None:
+    rep = RepUpdated(rep_id="r1", pools=["a", "b"])
+    first, again = lead("L1", pool="a"), lead("L1", pool="b")
+    log = [RepChanged(pool="a", rep_id="r1", profile=rep), RepChanged(pool="b", rep_id="r1", profile=rep)]
+    # The same rep in both pools: the decision "looks" the same but holds two loads.
+    contents = topics(
+        [first, again],
+        [decision("L1", "a", "r1"), decision("L1", "b", "r1")],
+        [rep],
+        [*log, arrived(first, "a"), arrived(again, "b")],
+    )
+    report = run(contents, state=False)
+    assert [c.split(":")[0] for c in report.conflicting_decisions] == ["L1"]
+    assert not report.ok
+
+
+def test_the_same_decision_re_emitted_is_a_duplicate_not_a_conflict() -> None:
+    rep = RepUpdated(rep_id="r1", pools=["a"])
+    x = lead("L1", pool="a")
+    contents = topics(
+        [x, x],
+        [decision("L1", "a", "r1"), decision("L1", "a", "r1")],
+        [rep],
+        [RepChanged(pool="a", rep_id="r1", profile=rep), arrived(x, "a"), arrived(x, "a")],
+        route={"loads|a|r1": {"open": 1}, "reps|a|r1": Rep.from_event(rep, "a").to_dict()},
+    )
+    report = run(contents)
+    assert report.ok, report.problems()
+    assert report.duplicate_decisions == 1
+
+
+# --- I2/I3 with a rep split across pools (pool_capacity) -------------------------------------------
+
+SPLIT = RepUpdated(rep_id="r1", pools=["a", "b"], capacity=10, pool_capacity={"a": 2})
+
+
+def split_run(n_leads: int) -> dict[str, list[Any]]:
+    leads = [lead(f"L{i}", pool="a") for i in range(n_leads)]
+    log: list[LeadArrived | RepChanged] = [RepChanged(pool="a", rep_id="r1", profile=SPLIT)]
+    log += [arrived(x, "a") for x in leads]
+    # Each decision's own facts as the worker records them: capacity in this pool.
+    decisions = [decision(x.lead_id, "a", "r1", open_=i, capacity=2) for i, x in enumerate(leads)]
+    route = {"loads|a|r1": {"open": n_leads}, "reps|a|r1": Rep.from_event(SPLIT, "a").to_dict()}
+    return topics(leads, decisions, [SPLIT], log, route)
+
+
+def test_a_healthy_run_with_pool_capacity_passes_i2_and_i3() -> None:
+    report = run(split_run(2))
+    assert report.ok, report.problems()
+    assert report.checked_in_pool_log == 2
+
+
+def test_a_capacity_overrun_within_the_pool_capacity_is_caught_by_the_replay() -> None:
+    contents = split_run(3)
+    # Forge the third decision's facts as a worker with a wrong view would: the replay must not trust them.
+    forged = AssignmentDecision.model_validate_json(contents["decisions"][2].value)
+    chosen = forged.explanation.chosen
+    assert chosen is not None
+    facts = {"open": 0.0, "capacity": 10.0}
+    explanation = forged.explanation.model_copy(update={"chosen": chosen.model_copy(update={"facts": facts})})
+    contents["decisions"][2].value = forged.model_copy(update={"explanation": explanation}).model_dump_json().encode()
+    report = run(contents)
+    assert report.capacity_violations == ["L2 -> r1: 3 open > capacity 2 (pool log replay)"]
+
+
+def test_the_reps_table_is_compared_with_the_rep_as_its_pool_sees_it() -> None:
+    contents = split_run(1)
+    wrong = Rep.from_event(SPLIT.model_copy(update={"pool_capacity": {}}), "a").to_dict()  # capacity 10
+    contents["route"] = records([(b"loads|a|r1", b'{"open": 1}'), (b"reps|a|r1", orjson.dumps(wrong))])
+    report = run(contents)
+    assert report.state_mismatches == ["reps a|r1: table (10, 'available', True) != pool log (2, 'available', True)"]
