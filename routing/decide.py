@@ -271,9 +271,8 @@ def _scores(
     win_rate = (won + prior_won) / (won + lost + prior_won + prior_lost)
     facts: dict[str, F64] = {"open": opened, "capacity": cap, "win_rate": win_rate}
     comps: dict[str, F64] = {}
-    for name, weight in r.strategy.scorers.items():
-        if weight <= 0:
-            continue
+    names = [name for name, weight in r.strategy.scorers.items() if weight > 0] + list(r.strategy.tie_break)
+    for name in names:
         if name == "load":
             comps[name] = _load(cap, opened)
         elif name == "rotation":
@@ -370,7 +369,10 @@ def _evaluate(
     total_weight = sum(weights.values()) or 1.0
     total = sum((comps[k] * w for k, w in weights.items()), np.zeros(len(idx))) / total_weight
     rank = frame.rotation_rank()[idx]
-    order = np.lexsort((rank, -np.round(total, 9)))  # best score first; ties in rotation order
+    # Best score first; among equal scores the tie-break scorers in turn, then rotation order (lexsort
+    # sorts by its last key first).
+    ties = [-np.round(comps[name], 9) for name in reversed(r.strategy.tie_break)]
+    order = np.lexsort((rank, *ties, -np.round(total, 9)))
     return _Evaluation(idx, total, comps, facts, eff, excluded, relaxed, notes, order)
 
 

@@ -65,12 +65,20 @@ class Strategy(_Model):
     nice_to_have: list[TagNeed] = Field(default_factory=list)
     relax: list[Relaxation] = Field(default_factory=list)
     scorers: dict[ScorerName, Annotated[float, Field(ge=0, le=100)]] = Field(default_factory=_load_only)
+    # Lexicographic: these order only reps whose weighted score is equal, in this order, so a tie-break
+    # can never outweigh the scorers (a small weight in `scorers` can, once capacities are large).
+    tie_break: Annotated[list[ScorerName], Field(max_length=len(SCORERS))] = Field(default_factory=list)
     selector: Selector = Field(default_factory=Selector)
 
     @model_validator(mode="after")
     def _some_weight(self) -> Strategy:
         if self.selector.type != "claim_pool" and not any(self.scorers.values()):
             raise ValueError("scorers: at least one scorer needs a weight > 0")
+        if len(set(self.tie_break)) != len(self.tie_break):
+            raise ValueError("tie_break: a scorer may be listed once")
+        weighted = [name for name in self.tie_break if self.scorers.get(name, 0) > 0]
+        if weighted:
+            raise ValueError(f"tie_break: {weighted[0]!r} is already a weighted scorer; list it in one place")
         return self
 
 
@@ -148,7 +156,7 @@ class Policy(_Model):
     value_tiers: list[ValueTier] = Field(default_factory=list)
     caps: Caps = Field(default_factory=Caps)
     strategies: dict[Name, Strategy] = Field(
-        default_factory=lambda: {"default": Strategy(scorers={"load": 1.0, "rotation": 0.001})}
+        default_factory=lambda: {"default": Strategy(scorers={"load": 1.0}, tie_break=["rotation"])}
     )
     rules: list[RuleEntry] = Field(default_factory=list)
     experiment: Experiment | None = None

@@ -255,11 +255,11 @@ def test_least_loaded_relative_to_capacity(reps, loads, expected):
     capacity = dict(reps)[expected]
     open_ = loads.get(expected, 0)
     remaining = (capacity - open_) / capacity
-    assert chosen.components == {"load": pytest.approx(remaining), "rotation": 1.0}
-    assert chosen.score == pytest.approx((remaining + 0.001) / 1.001, abs=1e-6)
+    assert chosen.components == {"load": pytest.approx(remaining), "rotation": 1.0}  # rotation: tie-break only
+    assert chosen.score == pytest.approx(remaining, abs=1e-6)
     assert chosen.facts["open"] == open_
     assert chosen.facts["capacity"] == capacity
-    assert decision.explanation.weights == {"load": 1.0, "rotation": 0.001}
+    assert decision.explanation.weights == {"load": 1.0}
 
 
 def test_load_only_policy_scores_remaining_capacity_exactly():
@@ -698,3 +698,35 @@ def test_frame_of_a_pool_without_reps():
     frame = PoolFrame("p", {})
     assert (frame.n, frame.ids, frame.rotation_rank().tolist()) == (0, [], [])
     frame.refresh(NOW, 30)
+
+
+# --- tie-breaks ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("capacity", [10, 1000, 100_000, None])
+def test_rotation_as_a_small_weight_loses_to_one_lead_only_as_a_tie_break(capacity):
+    """b holds one lead more but is far behind in rotation: as a weight, rotation wins once capacity is
+    large; as a tie-break it never does."""
+    reps = [make_rep(rep_id="a", capacity=capacity), make_rep(rep_id="b", capacity=capacity)]
+    loads = {"a": Load(open=1, vpass=5.0), "b": Load(open=2, vpass=0.0)}
+    tie_break = make_policy({"scorers": {"load": 1}, "tie_break": ["rotation"]})
+    assert _decide(make_view(reps, loads), policy=tie_break).rep_id == "a"
+    weighted = make_policy({"scorers": {"load": 1, "rotation": 0.01}})
+    assert _decide(make_view(reps, loads), policy=weighted).rep_id == ("a" if capacity in (10, None) else "b")
+
+
+def test_tie_breaks_order_only_equal_scores_in_turn_then_rotation():
+    reps = [make_rep(rep_id=r) for r in "abcd"]
+    # a: most room; b, c, d tied on load; c and d tied on rotation too (both furthest behind)
+    loads = {"a": Load(open=0, vpass=9.0), "b": Load(open=1, vpass=3.0), "c": Load(open=1), "d": Load(open=1)}
+    policy = make_policy({"scorers": {"load": 1}, "tie_break": ["rotation"]}, runners_up=3)
+    decision = _decide(make_view(reps, loads, cursor="c"), policy=policy)
+    assert decision.rep_id == "a"
+    # runners-up: the load tie goes to c and d (behind in rotation) before b; c and d by rotation order
+    # after the cursor c (d first)
+    assert [r.rep_id for r in decision.explanation.runners_up] == ["d", "c", "b"]
+    assert decision.explanation.weights == {"load": 1.0}
+    assert decision.explanation.chosen is not None and set(decision.explanation.chosen.components) == {
+        "load",
+        "rotation",
+    }

@@ -131,7 +131,8 @@ def test_empty_mapping_is_the_default_policy():
     assert policy == DEFAULT_POLICY == Policy()
     assert (policy.id, policy.version, policy.pool) == ("default", 1, None)
     assert set(policy.strategies) == {"default"}
-    assert policy.strategies["default"].scorers == {"load": 1.0, "rotation": 0.001}
+    assert policy.strategies["default"].scorers == {"load": 1.0}
+    assert policy.strategies["default"].tie_break == ["rotation"]
     assert policy.strategies["default"].selector.type == "argmax"
     assert policy.runners_up == 3
     assert policy.respect_working_hours is True
@@ -153,6 +154,17 @@ def test_policies_are_frozen():
         ({"strategies": {"default": {"scorers": {"load": -1}}}}, "strategies.default.scorers.load", "greater than"),
         ({"strategies": {"default": {"scorers": {"load": 101}}}}, "strategies.default.scorers.load", "less than"),
         ({"strategies": {"default": {"scorers": {"load": 0}}}}, "strategies.default.scorers", "at least one scorer"),
+        ({"strategies": {"default": {"tie_break": ["speed"]}}}, "strategies.default.tie_break.0", "Input should be"),
+        (
+            {"strategies": {"default": {"tie_break": ["rotation", "rotation"]}}},
+            "strategies.default.tie_break",
+            "listed once",
+        ),
+        (
+            {"strategies": {"default": {"scorers": {"load": 1, "rotation": 0.1}, "tie_break": ["rotation"]}}},
+            "strategies.default.tie_break",
+            "already a weighted scorer",
+        ),
         ({"strategies": {"default": {"selector": {"type": "random"}}}}, "strategies.default.selector.type", "argmax"),
         ({"strategies": {"default": {"selector": {"temperature": 0}}}}, "strategies.default.selector.temperature", ""),
         (

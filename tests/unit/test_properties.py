@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +23,10 @@ from routing.frame import PoolFrame, day_keys
 from routing.ledger import assign, close, with_member
 from routing.model import Load, PoolState, Rep
 from routing.performance import record, window
-from routing.policy import Policy, dump_policy, parse_policy
+from routing.policy import DEFAULT_POLICY, SCORERS, Policy, dump_policy, parse_policy
 from tests.factories import NOW, apply, make_deal, make_lead, make_policy, make_rep, run_leads
 
+POLICY_FILES = sorted((Path(__file__).resolve().parents[2] / "deploy" / "policies").glob("*.yaml"))
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DECISIONS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -60,7 +62,7 @@ def reps_(draw, rep_id: str) -> Rep:
             rep_id=rep_id,
             tier=draw(st.sampled_from(TIERS)),
             tags={t: draw(st.integers(1, 3)) for t in TAGS if draw(st.integers(0, 3))},
-            capacity=draw(st.sampled_from([5, 8, 10])),
+            capacity=draw(st.sampled_from([5, 8, 10, 1000, None])),
             weight=draw(st.sampled_from([0.5, 1.0, 2.0])),
             hired_at=draw(st.sampled_from([None, NOW.date() - timedelta(days=10), NOW.date() - timedelta(days=500)])),
             working_hours={d: ["00:00-24:00"] for d in ("fri", "sat", "sun")} if schedule == "on" else None,
@@ -142,10 +144,13 @@ def policies(draw, selector: str | None = None, relax: bool = False) -> Policy:
                 "preferred_rep_tiers": draw(st.lists(st.sampled_from(TIERS), unique=True, max_size=2)),
             },
         ]
+    scorers = draw(SCORER_WEIGHTS)
+    unweighted = [s for s in ("rotation", "load", "performance", "skills") if not scorers.get(s)]
     strategy: dict[str, Any] = {
         "must_have": [{"tag": t, "level": draw(st.integers(1, 2))} for t in TAGS if not draw(st.integers(0, 2))],
         "nice_to_have": [{"tag": t, "level": draw(st.integers(1, 3))} for t in TAGS if draw(st.booleans())],
-        "scorers": draw(SCORER_WEIGHTS),
+        "scorers": scorers,
+        "tie_break": draw(st.lists(st.sampled_from(unweighted), unique=True, max_size=2)) if unweighted else [],
         "selector": {"type": selector or draw(st.sampled_from(["argmax", "argmax", "weighted_draw"]))},
     }
     if relax:
@@ -234,7 +239,7 @@ def why_not(pool: Pool, rep: Rep, lead, policy: Policy, exclude=frozenset(), rel
                 policy.respect_working_hours and not relaxed.hours and "sat" not in (rep.working_hours or {"sat": 1})
             ),
         ),
-        ("at_capacity", lambda: load.open >= rep.capacity),
+        ("at_capacity", lambda: rep.capacity is not None and load.open >= rep.capacity),
         ("daily_cap", lambda: day_count >= daily),
         ("weekly_cap", lambda: week_count >= weekly),
         (
@@ -283,11 +288,11 @@ def check_explanation(decision, policy: Policy) -> None:
     assert (decision.policy_id, decision.policy_version) == (policy.id, policy.version)
     scored = ([e.chosen] if e.chosen else []) + list(e.runners_up)
     for rep in scored:
-        assert set(rep.components) == set(weights)
+        assert set(rep.components) == set(weights) | set(strategy.tie_break)
         assert all(-1e-9 <= c <= 1 + 1e-9 for c in rep.components.values())
         expected = sum(rep.components[k] * w for k, w in weights.items()) / sum(weights.values())
         assert rep.score == pytest.approx(expected, abs=1e-5)
-        assert 0 <= rep.facts["open"] < rep.facts["capacity"]
+        assert 0 <= rep.facts["open"] < rep.facts.get("capacity", float("inf"))
     assert len({r.rep_id for r in scored}) == len(scored)
     if decision.rep_id is None:
         assert e.chosen is None
@@ -333,12 +338,16 @@ def test_never_an_ineligible_rep_and_argmax_takes_the_top_score(pool, policy, le
     assert scores == sorted(scores, reverse=True)
     if policy.strategies["default"].selector.type == "argmax":
         assert e.chosen.score >= max(scores, default=0.0)
-        # among equal scores, the first in rotation order after the cursor
+        # among equal scores, the best on the tie-break scorers in turn, then the first in rotation order
+        # after the cursor
         order = sorted(pool.reps)
         start = sum(1 for r in order if pool.state.cursor is not None and r <= pool.state.cursor)
         rotation = order[start:] + order[:start]
-        tied = [r.rep_id for r in scored if abs(r.score - e.chosen.score) < 1e-6]
-        assert decision.rep_id == min(tied, key=rotation.index)
+        tied = [r for r in scored if abs(r.score - e.chosen.score) < 1e-6]
+        tie_break = policy.strategies["default"].tie_break
+        best = max(tuple(r.components[k] for k in tie_break) for r in tied)
+        tied = [r for r in tied if tuple(r.components[k] for k in tie_break) == best]
+        assert decision.rep_id == min((r.rep_id for r in tied), key=rotation.index)
 
 
 @DECISIONS
@@ -419,7 +428,7 @@ def test_assign_never_exceeds_capacity_or_caps(pool, policy, count):
         assert load.assigned == before[rep_id].assigned + got
         if got:
             assert rep.active and rep.availability == "available"
-            assert load.open <= rep.capacity
+            assert rep.capacity is None or load.open <= rep.capacity
             for cap in (rep.daily_cap, policy.caps.daily):
                 if cap is not None:
                     assert load.day_count <= cap
@@ -573,7 +582,8 @@ def any_policy(draw) -> Policy:
                     max_size=2,
                 )
             ),
-            "scorers": draw(SCORER_WEIGHTS) if not claim else {},
+            "scorers": (scorers := draw(SCORER_WEIGHTS) if not claim else {}),
+            "tie_break": draw(st.lists(st.sampled_from([s for s in SCORERS if not scorers.get(s)]), unique=True)),
             "selector": {
                 "type": "claim_pool" if claim else draw(st.sampled_from(["argmax", "weighted_draw"])),
                 "temperature": draw(st.sampled_from([0.25, 1.0, 7.5])),
@@ -643,3 +653,51 @@ def test_policies_round_trip_through_yaml_and_json(policy, fmt):
     assert parse_policy(text.encode()) == policy
     assert parse_policy(policy.model_dump(mode="json")) == policy
     assert dump_policy(parse_policy(text), fmt) == text  # and the dump is stable
+
+
+# --- tie-breaks never beat the primary criterion -------------------------------------------------
+
+
+def _load_first_recipes() -> list[tuple[str, Policy]]:
+    """Every shipped strategy whose heaviest scorer is `load`, as the default of an otherwise shipped policy."""
+    shipped = [("DEFAULT_POLICY", DEFAULT_POLICY)]
+    shipped += [(path.name, parse_policy(path.read_text())) for path in POLICY_FILES]
+    out = []
+    for name, policy in shipped:
+        for strategy_name, strategy in policy.strategies.items():
+            weights = {k: w for k, w in strategy.scorers.items() if w > 0}
+            others = [w for k, w in weights.items() if k != "load"]
+            if strategy.selector.type == "argmax" and weights.get("load", 0) > max(others, default=0):
+                only = policy.model_copy(update={"strategies": {"default": strategy}, "rules": [], "experiment": None})
+                out.append((f"{name}:{strategy_name}", only))
+    return out
+
+
+LOAD_FIRST = _load_first_recipes()
+
+
+def test_the_load_first_recipes_are_found():
+    names = {name for name, _ in LOAD_FIRST}
+    assert {"DEFAULT_POLICY:default", "frappe-load-balancing.yaml:default", "capacity-quotas.yaml:default"} <= names
+
+
+@DECISIONS
+@given(
+    st.sampled_from(LOAD_FIRST),
+    st.sampled_from([1, 7, 10, 999, 1000, 1001, 5000, 100_000, None]),
+    st.lists(st.tuples(st.integers(0, 40), st.sampled_from([0.0, 0.5, 1.0, 3.0, 40.0])), min_size=2, max_size=6),
+    st.data(),
+)
+def test_a_rep_with_fewer_open_leads_is_never_beaten_by_rotation_alone(recipe, capacity, reps, data):
+    """Identical reps but for their open leads and rotation position: the least loaded one is chosen."""
+    _, policy = recipe
+    ids = [f"r{i}" for i in range(len(reps))]
+    limit = 10**9 if capacity is None else capacity
+    opens = {r: min(o, limit - 1) for r, (o, _) in zip(ids, reps, strict=True)}
+    loads = {r: Load(open=opens[r], assigned=opens[r], vpass=v) for r, (_, v) in zip(ids, reps, strict=True)}
+    cursor = data.draw(st.none() | st.sampled_from(ids))
+    state = PoolState(members=tuple(ids), cursor=cursor, vtime=data.draw(st.sampled_from([0.0, 1.0, 39.0])))
+    frame = PoolFrame("p", {r: Rep(rep_id=r, capacity=capacity) for r in ids}, loads, state=state)
+    decision = decide(make_lead(lead_id=data.draw(st.sampled_from(["L1", "L2", "L3"]))), frame, policy, now=NOW)
+    assert decision.rep_id is not None
+    assert opens[decision.rep_id] == min(opens.values()), (decision.explanation.chosen, decision.explanation.runners_up)
