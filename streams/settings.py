@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -15,6 +17,20 @@ from schemas.events import PoolId
 
 ENV_PREFIX = "LEADRELAY_"
 CONFIG_FILE_ENV = "LEADRELAY_CONFIG_FILE"
+# LEADRELAY_* variables that are not settings but are read elsewhere: the local broker (streams/localkafka.py)
+# and the test and chaos suites (tests/conftest.py, tests/chaos/conftest.py). Not warned about.
+OTHER_ENV = frozenset(
+    {
+        CONFIG_FILE_ENV,
+        "LEADRELAY_STATE",
+        "LEADRELAY_CACHE",
+        "LEADRELAY_TEST_BOOTSTRAP",
+        "LEADRELAY_CHAOS_SCALE",
+        "LEADRELAY_CHAOS_RESULTS",
+    }
+)
+
+log = logging.getLogger("leadrelay.settings")
 
 
 def _env(name: str) -> str:
@@ -149,6 +165,7 @@ class Settings(BaseModel):
     @classmethod
     def from_env(cls, environ: Mapping[str, str], file: Path | None = None) -> Settings:
         """Build from a config file (explicit, or LEADRELAY_CONFIG_FILE) overlaid with LEADRELAY_* vars."""
+        cls.warn_unknown(environ)
         data: dict[str, Any] = {}
         path = file or (Path(environ[CONFIG_FILE_ENV]) if environ.get(CONFIG_FILE_ENV) else None)
         if path is not None:
@@ -175,6 +192,19 @@ class Settings(BaseModel):
             where = ".".join(str(p) for p in first["loc"])
             source = _env(str(first["loc"][0])) if first["loc"] else "settings"
             raise SettingsError(f"invalid setting {where} ({source} or config file): {first['msg']}") from exc
+
+    @classmethod
+    def warn_unknown(cls, environ: Mapping[str, str]) -> list[str]:
+        """Log a warning for each LEADRELAY_* variable that nothing reads (a misspelt setting would otherwise
+        be ignored silently), naming the closest known one. Returns the unknown names."""
+        known = sorted({_env(name) for name in cls.model_fields} | OTHER_ENV)
+        unknown = sorted(n for n in environ if n.upper().startswith(ENV_PREFIX) and n not in known)
+        cut = len(ENV_PREFIX)  # compare what follows the prefix: the shared prefix would make anything "close"
+        for name in unknown:
+            close = difflib.get_close_matches(name.upper()[cut:], [k[cut:] for k in known], n=1)
+            hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
+            log.warning("%s is not a leadrelay setting and is ignored%s", name, hint)
+        return unknown
 
     @classmethod
     def namespaced_topics(cls, prefix: str) -> dict[str, str]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
 from routing.territory import TerritoryRule
-from streams.settings import CONFIG_FILE_ENV, Settings, SettingsError
+from streams.settings import CONFIG_FILE_ENV, OTHER_ENV, Settings, SettingsError
 
 
 def test_defaults():
@@ -51,9 +52,38 @@ def test_env_names_are_prefixed_upper_case():
     assert Settings.env_var("topic_leads_new") == "LEADRELAY_TOPIC_LEADS_NEW"
 
 
-def test_unrelated_and_unknown_variables_are_ignored():
+def test_unrelated_and_unknown_variables_are_ignored(caplog):
     s = Settings.from_env({"PARTITIONS": "9", "LEADRELAY_NOT_A_SETTING": "x", "HOME": "/root"})
     assert s == Settings()
+    assert [r.getMessage() for r in caplog.records] == [
+        "LEADRELAY_NOT_A_SETTING is not a leadrelay setting and is ignored"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("var", "closest"),
+    [
+        ("LEADRELAY_PARTITONS", "LEADRELAY_PARTITIONS"),
+        ("LEADRELAY_BOOTSTRAP_SERVER", "LEADRELAY_BOOTSTRAP_SERVERS"),
+        ("leadrelay_app_id", "LEADRELAY_APP_ID"),
+        ("LEADRELAY_CONFIG", "LEADRELAY_CONFIG_FILE"),
+    ],
+)
+def test_a_misspelt_variable_is_warned_about_naming_the_closest_setting(caplog, var, closest):
+    with caplog.at_level(logging.WARNING, logger="leadrelay.settings"):
+        assert Settings.from_env({var: "3"}) == Settings()
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("leadrelay.settings", "WARNING", f"{var} is not a leadrelay setting and is ignored; did you mean {closest}?")
+    ]
+
+
+def test_settings_and_variables_read_elsewhere_are_not_warned_about(caplog, tmp_path):
+    config = _write(tmp_path, "app_id: from-file\n")
+    environ = {Settings.env_var(name): "" for name in ("sasl_username", "web_host")}
+    environ |= {name: "1" for name in OTHER_ENV} | {CONFIG_FILE_ENV: str(config)}
+    Settings.from_env(environ)
+    assert Settings.warn_unknown(environ) == []
+    assert not caplog.records
 
 
 def test_secret_is_not_in_repr():
