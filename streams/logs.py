@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 # Only these keys are copied into the line: an allowlist keeps contact data out by design.
 CONTEXT_KEYS = (
@@ -109,12 +110,63 @@ def configure(level: str = "info") -> None:
     root.setLevel(level.upper())
 
 
+class TransientCoordinatorFilter(logging.Filter):
+    """Downgrades aiokafka's ERROR "Group Coordinator Request failed: ... GroupCoordinatorNotAvailableError"
+    to WARNING while it is transient; a persistent one stays an ERROR.
+
+    aiokafka logs that line at ERROR each time a FindCoordinator lookup for the consumer group is answered
+    COORDINATOR_NOT_AVAILABLE, and retries after retry_backoff_ms (consumer/group_coordinator.py,
+    ensure_coordinator_known). At start that is normal: the first group request makes a fresh broker
+    create __consumer_offsets, and until its partitions have leaders and the coordinator has loaded the
+    group's partition every lookup gets that answer (Kafka's own clients log it at DEBUG). A coordinator
+    failover gives the same short gap. So a streak of these lines is downgraded for its first
+    GRACE_SECONDS; a streak that lasts longer (the coordinator stays away) is logged at ERROR again.
+    Only that error class from aiokafka's loggers is touched; every other error passes unchanged."""
+
+    GRACE_SECONDS = 60.0  # longer than any start on a healthy cluster, short enough for an outage to alert
+    STREAK_GAP_SECONDS = 30.0  # no such line for this long: the coordinator was found, a new streak starts
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        self.streak_start: float | None = None
+        self.last: float = 0.0
+        self.downgraded = 0  # how many lines were downgraded (for tests and debugging)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._is_transient_coordinator_error(record):
+            return True
+        if self.streak_start is None or record.created - self.last > self.STREAK_GAP_SECONDS:
+            self.streak_start = record.created
+        self.last = record.created
+        if record.created - self.streak_start <= self.GRACE_SECONDS:
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+            self.downgraded += 1
+        return True
+
+    @staticmethod
+    def _is_transient_coordinator_error(record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return (
+            record.levelno == logging.ERROR
+            and record.name.startswith("aiokafka")
+            and any(isinstance(arg, GroupCoordinatorNotAvailableError) for arg in args)
+        )
+
+
 def worker_logging(level: str) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": "streams.logs.JsonFormatter"}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "filters": {"transient_coordinator": {"()": "streams.logs.TransientCoordinatorFilter"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+                "filters": ["transient_coordinator"],
+            }
+        },
         "root": {"handlers": ["stderr"], "level": level.upper()},
         # Faust and aiokafka are chatty at INFO; their warnings still come through.
         "loggers": {name: {"level": "WARNING"} for name in ("aiokafka", "faust", "mode")},

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import orjson
 import pytest
+from aiokafka.errors import GroupCoordinatorNotAvailableError, NodeNotReadyError
 from faust.streams import _current_event
 from pydantic import ValidationError
 
@@ -150,3 +151,54 @@ def test_worker_logging_config_emits_json(capsys: pytest.CaptureFixture[str]) ->
 
 def test_context_keys_contain_no_contact_field() -> None:
     assert not {"email", "phone", "name", "contact"} & set(logs.CONTEXT_KEYS)
+
+
+def _coordinator_lines(records: list[logging.LogRecord], capsys: pytest.CaptureFixture[str]) -> list[dict]:
+    """Feed aiokafka records through the worker's logging config; the JSON lines it writes."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        logging.config.dictConfig(worker_logging("info"))
+        for record in records:
+            logging.getLogger(record.name).handle(record)
+        return [orjson.loads(line) for line in capsys.readouterr().err.splitlines()]
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+
+
+def _aiokafka_error(msg: str, err: Exception, created: float) -> logging.LogRecord:
+    record = logging.LogRecord("aiokafka.consumer.group_coordinator", logging.ERROR, "", 0, msg, (err,), None)
+    record.created = created
+    return record
+
+
+def test_coordinator_not_available_at_start_is_a_warning_but_a_persistent_one_an_error(capsys) -> None:
+    """aiokafka logs ERROR while a fresh broker creates __consumer_offsets, and retries: not an alert."""
+    grace = logs.TransientCoordinatorFilter.GRACE_SECONDS
+    msg = "Group Coordinator Request failed: %s"
+    t0 = 1_000_000.0
+    lines = _coordinator_lines(
+        [
+            _aiokafka_error(msg, GroupCoordinatorNotAvailableError(), t0),
+            _aiokafka_error(msg, GroupCoordinatorNotAvailableError(), t0 + 0.1),
+            _aiokafka_error(msg, NodeNotReadyError("not ready"), t0 + 0.2),  # another error class stays
+            *(_aiokafka_error(msg, GroupCoordinatorNotAvailableError(), t0 + t) for t in range(1, int(grace) + 5)),
+        ],
+        capsys,
+    )
+    levels = [(line["level"], "GroupCoordinatorNotAvailable" in line["msg"]) for line in lines]
+    assert levels[:3] == [("warning", True), ("warning", True), ("error", False)]
+    assert {level for level, _ in levels[3 : 3 + int(grace)]} == {"warning"}
+    assert levels[-1] == ("error", True), "a coordinator that stays away past the grace period is an error"
+
+
+def test_a_new_streak_after_a_gap_is_transient_again(capsys) -> None:
+    gap = logs.TransientCoordinatorFilter.STREAK_GAP_SECONDS
+    grace = logs.TransientCoordinatorFilter.GRACE_SECONDS
+    msg = "Group Coordinator Request failed: %s"
+    step = gap / 2  # close enough together to be one streak
+    times = [0.0, step, 2 * step + gap + 1]  # the coordinator was found in the gap: a new streak
+    times += [times[-1] + step * k for k in range(1, int(grace / step) + 2)]  # this one outlasts the grace
+    lines = _coordinator_lines([_aiokafka_error(msg, GroupCoordinatorNotAvailableError(), t) for t in times], capsys)
+    assert [line["level"] for line in lines] == ["warning"] * (len(times) - 1) + ["error"]
