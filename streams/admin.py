@@ -16,6 +16,17 @@ log = logging.getLogger("leadrelay.admin")
 class TopicMismatch(RuntimeError):
     """An existing topic has a partition count the topology cannot run with."""
 
+    def __init__(self, actual: dict[str, int | None], expected: int) -> None:
+        self.actual, self.expected = actual, expected
+        found = "; ".join(
+            f"topic {name} has {count if count is not None else 'no'} partitions" for name, count in actual.items()
+        )
+        # One line an operator can act on: which topic, what it has, what the settings want.
+        super().__init__(
+            f"{found}, expected {expected} (setting partitions, LEADRELAY_PARTITIONS): pool and lead events "
+            "must be co-partitioned with the tables"
+        )
+
 
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create missing topics; return the names created. Existing ones are checked, not changed."""
@@ -36,10 +47,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
             counts = {d["topic"]: len(d["partitions"]) for d in described}
             wrong = {s.name: counts.get(s.name) for s in present if counts.get(s.name) != s.partitions}
             if wrong:
-                raise TopicMismatch(
-                    f"topics {wrong} do not have {settings.partitions} partitions (LEADRELAY_PARTITIONS); "
-                    "pool and lead events must be co-partitioned with the tables"
-                )
+                raise TopicMismatch(wrong, settings.partitions)
         return [s.name for s in missing]
     finally:
         await admin.close()

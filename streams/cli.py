@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
 import os
 import random
 import sys
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka.errors import KafkaError
 
+from streams.admin import TopicMismatch
 from streams.settings import Settings, SettingsError
 
 
@@ -23,10 +26,51 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _jsonl(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as fh:
-        for line in fh:
-            if line.strip():
-                yield line.rstrip(b"\n")
+    fh = path.open("rb")  # opened now, not at the first record: a missing file fails before Kafka is contacted
+
+    def lines() -> Iterator[bytes]:
+        with fh:
+            for line in fh:
+                if line.strip():
+                    yield line.rstrip(b"\n")
+
+    return lines()
+
+
+def _cannot_read(command: str, exc: OSError) -> int:
+    """A file the user named that cannot be read: one line, exit 2 (like a usage error)."""
+    print(f"leadrelay {command}: cannot read {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+    return 2
+
+
+def _count(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    """argparse type: a number of at least 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _positive(text: str) -> float:
+    """argparse type: a number above 0."""
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -57,8 +101,12 @@ def cmd_produce(args: argparse.Namespace) -> int:
     topic = {"leads": settings.topic_leads_new, "deals": settings.topic_deals_closed}[args.kind]
     records: Iterator[tuple[bytes | None, bytes | None]]
     if args.file:
+        try:
+            lines = _jsonl(Path(args.file))
+        except OSError as exc:
+            return _cannot_read("produce", exc)
         # Leads and deals are both keyed by lead_id, like a CRM connector would key them.
-        records = ((_key(line, "lead_id"), line) for line in _jsonl(Path(args.file)))
+        records = ((_key(line, "lead_id"), line) for line in lines)
     elif args.kind == "leads":
         records = ((lead.lead_id.encode(), synthetic.wire(lead)) for lead in synthetic.leads(args.seed))
         records = islice(records, args.synthetic)
@@ -117,7 +165,9 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
             loads_file=Path(args.loads) if args.loads else None,
             pool=args.pool,
         )
-    except (ValueError, OSError) as exc:  # pydantic's ValidationError is a ValueError too
+    except OSError as exc:
+        return _cannot_read("dry-run", exc)
+    except ValueError as exc:  # DryRunError: names the file and the record
         print(f"leadrelay dry-run: {exc}", file=sys.stderr)
         return 2
     print(decision.model_dump_json(indent=2) if args.json else render(decision))
@@ -126,10 +176,11 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
 
 def cmd_policy(args: argparse.Namespace) -> int:
     from routing.policy import PolicyError, parse_policy
-    from streams.clients import produce
 
     try:
         policy = parse_policy(Path(args.file).read_text())
+    except OSError as exc:
+        return _cannot_read(f"policy {args.action}", exc)
     except PolicyError as exc:
         print(f"invalid policy: {exc}", file=sys.stderr)
         return 1
@@ -140,9 +191,51 @@ def cmd_policy(args: argparse.Namespace) -> int:
     if not pool:
         print("name the pool with --pool or in the policy file", file=sys.stderr)
         return 2
-    settings = _settings(args)
-    asyncio.run(produce(settings, settings.topic_policies, [(pool.encode(), policy.model_dump_json().encode())]))
-    print(f"published policy {policy.id} v{policy.version} for pool {pool} to {settings.topic_policies}")
+    if policy.pool is not None and policy.pool != pool:  # the worker dead-letters it as a key mismatch
+        print(f"the policy names pool {policy.pool!r}, not {pool!r}: drop --pool or fix `pool`", file=sys.stderr)
+        return 2
+    return _publish(_settings(args), pool, policy.model_dump(mode="json"))
+
+
+def _publish(settings: Settings, pool: str, body: dict[str, Any]) -> int:
+    """Send a policy only if the worker will take it: the worker refuses (stale_policy_version) a policy
+    that differs from the running one without a higher version. Compared with the running policy (the
+    route table) and with the newest record on the policies topic (the worker may not have read it yet)."""
+    from routing.policy import PolicyError, parse_policy
+    from streams.clients import policy_state, produce
+
+    state = asyncio.run(policy_state(settings, pool))
+    on_topic = None
+    if state.on_topic is not None:
+        with contextlib.suppress(PolicyError):  # an invalid record there was dead-lettered: not a baseline
+            on_topic = parse_policy(state.on_topic).model_dump(mode="json")
+
+    def name(p: dict[str, Any] | None) -> str:
+        return f"{p['id']} v{p['version']}" if p is not None else "none"
+
+    topic = settings.topic_policies
+    new = name(body)
+    print(
+        f"pool {pool}: live policy {name(state.live) if state.live else 'none (default)'}, newest on {topic}: "
+        f"{name(on_topic)}; publishing {new}"
+    )
+    if body == state.live:
+        print(f"already live: policy {new} for pool {pool}; nothing sent")
+        return 0
+    for where, current in (("live", state.live), (f"newest on {topic}", on_topic)):
+        if current is not None and body != current and body["version"] <= current["version"]:
+            print(
+                f"refused: policy {new} differs from the {where} policy {name(current)} but is not newer, so the "
+                f"worker would dead-letter it (stale_policy_version); set `version` to {current['version'] + 1} "
+                "or more; nothing sent",
+                file=sys.stderr,
+            )
+            return 1
+    if body == on_topic:
+        print(f"already on {topic}, not yet live (the worker applies it when it reads it); nothing sent")
+        return 0
+    asyncio.run(produce(settings, topic, [(pool.encode(), orjson.dumps(body))]))
+    print(f"published policy {new} for pool {pool} to {topic}")
     return 0
 
 
@@ -163,51 +256,73 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(seconds=args.seconds, rate=args.rate, seed=args.seed)
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("leadrelay")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def parser() -> argparse.ArgumentParser:
+    # Every command and option says what it does and its default (tests/unit/test_cli.py checks that).
     p = argparse.ArgumentParser(prog="leadrelay", description=__doc__)
-    p.add_argument("--config", help="settings file (YAML/JSON); env LEADRELAY_* overrides it")
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("worker", help="run the worker").set_defaults(func=cmd_worker)
+    p.add_argument("--version", action="version", version=f"leadrelay {_version()}", help="print the version and exit")
+    p.add_argument(
+        "--config",
+        help="settings file (YAML/JSON; default: $LEADRELAY_CONFIG_FILE, else none); LEADRELAY_* overrides it",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    w = sub.add_parser("worker", help="run the worker until SIGTERM/Ctrl-C (creates missing topics first)")
+    w.set_defaults(func=cmd_worker)
     k = sub.add_parser("kafka", help="a local single-node Kafka for development and tests")
-    k.add_argument("action", choices=["start", "stop", "status"])
-    k.add_argument("--state-dir")
+    k.add_argument(
+        "action", choices=["start", "stop", "status"], help="start (prints the bootstrap address), stop or status"
+    )
+    k.add_argument("--state-dir", help="broker state directory (default: $LEADRELAY_STATE/kafka, else ./.state/kafka)")
     k.set_defaults(func=cmd_kafka)
-    sub.add_parser("topics", help="create missing topics").set_defaults(func=cmd_topics)
+    to = sub.add_parser("topics", help="create missing topics and check their partition counts")
+    to.set_defaults(func=cmd_topics)
     pr = sub.add_parser("produce", help="send leads or deals from JSON lines, or synthetic ones")
-    pr.add_argument("kind", choices=["leads", "deals"])
+    pr.add_argument("kind", choices=["leads", "deals"], help="send to the leads topic or the deals topic")
     src = pr.add_mutually_exclusive_group(required=True)
-    src.add_argument("--file", help="JSON lines, one event each")
-    src.add_argument("--synthetic", type=int, metavar="N", help="N generated events")
-    pr.add_argument("--seed", type=int, default=1)
-    pr.add_argument("--rate", type=float, default=0, help="events per second (0: as fast as possible)")
+    src.add_argument("--file", help="JSON lines, one event each, keyed by lead_id (no default: this or --synthetic)")
+    src.add_argument("--synthetic", type=_count, metavar="N", help="N generated events (no default: this or --file)")
+    pr.add_argument("--seed", type=int, default=1, help="seed of the synthetic events (default: %(default)s)")
+    pr.add_argument(
+        "--rate", type=_non_negative, default=0, help="events per second (default: %(default)s, as fast as possible)"
+    )
     pr.set_defaults(func=cmd_produce)
-    t = sub.add_parser("tail", help="print decisions as they arrive, one line each")
-    t.add_argument("--from-beginning", action="store_true")
+    t = sub.add_parser("tail", help="print decisions as they arrive, one line each, until Ctrl-C")
+    t.add_argument("--from-beginning", action="store_true", help="start at the oldest decision (default: the newest)")
     t.set_defaults(func=cmd_tail)
     ex = sub.add_parser("explain", help="print the story of a lead's decisions from the decision log")
-    ex.add_argument("lead_id")
-    ex.add_argument("--json", action="store_true")
+    ex.add_argument("lead_id", help="the lead's id")
+    ex.add_argument("--json", action="store_true", help="print the decisions as JSON (default: a readable report)")
     ex.set_defaults(func=cmd_explain)
     dr = sub.add_parser("dry-run", help="evaluate a policy offline for one lead and roster (no Kafka)")
-    dr.add_argument("--lead", required=True, help="a LeadCreated JSON file")
-    dr.add_argument("--roster", required=True, help="JSON list or JSON lines of RepUpdated")
-    dr.add_argument("--policy", help="YAML/JSON policy (default: the built-in one)")
-    dr.add_argument("--loads", help='JSON {"rep_id": open_leads}')
-    dr.add_argument("--pool")
-    dr.add_argument("--json", action="store_true")
+    dr.add_argument("--lead", required=True, help="a LeadCreated JSON file (required)")
+    dr.add_argument("--roster", required=True, help="JSON list or JSON lines of RepUpdated (required)")
+    dr.add_argument("--policy", help="YAML/JSON policy (default: the built-in least-loaded one)")
+    dr.add_argument("--loads", help='JSON {"rep_id": open_leads} (default: every rep has 0 open leads)')
+    dr.add_argument("--pool", help="the pool (default: the lead's, else the policy's, else the roster's only pool)")
+    dr.add_argument("--json", action="store_true", help="print the decision as JSON (default: a readable report)")
     dr.set_defaults(func=cmd_dry_run)
     po = sub.add_parser("policy", help="check a policy file, or publish it to the policies topic")
-    po.add_argument("action", choices=["check", "publish"])
-    po.add_argument("file")
+    po.add_argument(
+        "action", choices=["check", "publish"], help="check: validate only; publish: send it if newer than the live one"
+    )
+    po.add_argument("file", help="the policy file (YAML or JSON)")
     po.add_argument("--pool", help="the pool (default: the policy's own `pool`)")
     po.set_defaults(func=cmd_policy)
     v = sub.add_parser("verify", help="read all topics back and check the delivery invariants I1-I5")
-    v.add_argument("--no-state", action="store_true", help="skip I3 (needs the route table's changelog)")
+    v.add_argument(
+        "--no-state", action="store_true", help="skip I3 (default: checked; needs the route table's changelog)"
+    )
     v.set_defaults(func=cmd_verify)
     d = sub.add_parser("demo", help="local Kafka + worker + demo roster + synthetic traffic, then a summary")
-    d.add_argument("--seconds", type=float, default=30)
-    d.add_argument("--rate", type=float, default=10, help="leads per second")
-    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--seconds", type=_positive, default=30, help="seconds of traffic (default: %(default)s)")
+    d.add_argument("--rate", type=_positive, default=10, help="leads per second (default: %(default)s)")
+    d.add_argument("--seed", type=int, default=7, help="seed of the synthetic leads (default: %(default)s)")
     d.set_defaults(func=cmd_demo)
     return p
 
@@ -217,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except SettingsError as exc:
+        print(f"leadrelay: {exc}", file=sys.stderr)
+        return 2
+    except TopicMismatch as exc:  # from `topics` and at worker start, before the worker joins its group
         print(f"leadrelay: {exc}", file=sys.stderr)
         return 2
     except KafkaError as exc:  # refused credentials, unreachable brokers: one line, not a traceback

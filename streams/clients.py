@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
@@ -72,27 +74,61 @@ async def partitions_of(settings: Settings, topic: str) -> list[int]:
 
 async def decisions_for(settings: Settings, lead_id: str) -> list[AssignmentDecision]:
     """Every decision recorded for one lead: reads only the partition its key hashes to."""
+    key = lead_id.encode()
+    records = await read_key_partition(settings, settings.topic_assignments, key)
+    return [AssignmentDecision.model_validate_json(r.value) for r in records if r.key == key]
+
+
+async def read_key_partition(settings: Settings, topic: str, key: bytes) -> list[Any]:
+    """Every record of the partition `key` hashes to (Kafka's default partitioner), in offset order;
+    [] when the topic does not exist."""
     from aiokafka.partitioner import DefaultPartitioner
 
-    parts = await partitions_of(settings, settings.topic_assignments)
+    parts = await partitions_of(settings, topic)
     if not parts:
         return []
-    key = lead_id.encode()
-    partition = DefaultPartitioner()(key, parts, parts)
+    tp = TopicPartition(topic, DefaultPartitioner()(key, parts, parts))
     consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
     try:
         await consumer.start()
-        tp = TopicPartition(settings.topic_assignments, partition)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
         end = (await consumer.end_offsets([tp]))[tp]
-        found: list[AssignmentDecision] = []
+        found: list[Any] = []
         while await consumer.position(tp) < end:
             for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
-                found += [AssignmentDecision.model_validate_json(r.value) for r in records if r.key == key]
+                found += records
         return found
     finally:
         await consumer.stop()
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """What a pool's policy is now: what `leadrelay policy publish` compares a new version against."""
+
+    live: dict[str, Any] | None  # the running policy: the route table's `policies` row (None: default)
+    on_topic: bytes | None  # the newest record for the pool on the policies topic (None: none or tombstone)
+
+
+async def policy_state(settings: Settings, pool: str) -> PolicyState:
+    """The pool's running policy (from the route table's changelog, read the way recovery reads it) and
+    its newest record on the policies topic, which the worker may not have applied (or has refused)."""
+    from streams.changelog import namespace, read_table
+    from streams.tables import changelog_topic
+
+    key = pool.encode()
+    # The route table writes a pool's rows to the partition of its pool events, which are keyed by pool.
+    route, topic = await asyncio.gather(
+        read_key_partition(settings, changelog_topic(settings.app_id, "route"), key),
+        read_key_partition(settings, settings.topic_policies, key),
+    )
+    row = namespace(read_table(route), "policies").get(pool)
+    on_topic = [r for r in topic if r.key == key]
+    return PolicyState(
+        live=orjson.loads(row) if row is not None else None,
+        on_topic=(on_topic[-1].value or None) if on_topic else None,
+    )
 
 
 def one_line(decision: AssignmentDecision) -> str:

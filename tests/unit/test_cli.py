@@ -1,12 +1,22 @@
-"""The offline CLI paths: policy check, dry-run and the explain renderer (no broker)."""
+"""The offline CLI paths: policy check, dry-run, the explain renderer, errors and help (no broker)."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import importlib.metadata
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
-from streams.cli import main
+import pytest
+
+from streams.admin import TopicMismatch
+from streams.cli import main, parser
 from streams.explain import render
+from streams.settings import Settings
+from streams.topics import topic_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 LEAD = ROOT / "deploy" / "demo" / "lead.json"
@@ -68,3 +78,145 @@ def test_render_tells_who_why_and_who_else(capsys) -> None:
     assert "policy dach-full v1" in story and "value tier premium" in story
     assert "runner-up 1" in story and "not eligible: 1 tier_not_allowed, 1 unavailable" in story
     assert all(f"shadow {s.strategy}" in story for s in decision.shadow)
+
+
+# issue 9, item 6: one clear line instead of a traceback
+
+
+def test_policy_check_and_produce_name_a_missing_file_in_one_line(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "nope.yaml"
+    assert main(["policy", "check", str(missing)]) == 2
+    assert capsys.readouterr().err == f"leadrelay policy check: cannot read {missing}: No such file or directory\n"
+    # Fails before any broker is contacted (none listens on port 1).
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LEADRELAY_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+        assert main(["produce", "leads", "--file", str(missing)]) == 2
+    assert capsys.readouterr().err == f"leadrelay produce: cannot read {missing}: No such file or directory\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["produce", "leads", "--synthetic", "-5"],
+        ["produce", "leads", "--synthetic", "0"],
+        ["produce", "deals", "--synthetic", "3", "--rate", "-1"],
+        ["demo", "--seconds", "0"],
+        ["demo", "--rate", "-2"],
+    ],
+)
+def test_counts_and_rates_out_of_range_are_usage_errors(argv: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: argument" in err and "Traceback" not in err
+
+
+def _mismatch(*_: object, **__: object) -> NoReturn:
+    raise TopicMismatch({"reps.roster": 2}, 4)
+
+
+@pytest.mark.parametrize(
+    ("command", "target"), [("topics", "streams.admin.ensure_topics"), ("worker", "streams.worker.run")]
+)
+def test_topic_mismatch_is_one_line_naming_topic_and_counts(command: str, target: str, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(target, _mismatch)
+    assert main([command]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("leadrelay: topic reps.roster has 2 partitions, expected 4 (setting partitions")
+
+
+def test_topic_mismatch_names_every_wrong_topic(monkeypatch) -> None:
+    """ensure_topics against a fake admin whose topics have the wrong partition count."""
+    from streams import admin
+
+    class FakeAdmin:
+        def __init__(self, **_: object) -> None:
+            pass
+
+        async def start(self) -> None:
+            pass
+
+        async def close(self) -> None:
+            pass
+
+        async def list_topics(self) -> list[str]:
+            return [s.name for s in topic_specs(Settings())]
+
+        async def describe_topics(self, names: list[str]) -> list[dict]:
+            wrong = {"reps.roster": 2, "leadrelay-pool-events": 8}
+            return [{"topic": n, "partitions": [{}] * wrong.get(n, 4)} for n in names]
+
+    monkeypatch.setattr(admin, "AIOKafkaAdminClient", FakeAdmin)
+    with pytest.raises(TopicMismatch) as raised:
+        asyncio.run(admin.ensure_topics(Settings()))
+    assert raised.value.actual == {"reps.roster": 2, "leadrelay-pool-events": 8} and raised.value.expected == 4
+    assert str(raised.value).startswith(
+        "topic reps.roster has 2 partitions; topic leadrelay-pool-events has 8 partitions, expected 4"
+    )
+
+
+def test_dry_run_names_the_roster_file_and_record(tmp_path: Path, capsys) -> None:
+    roster = json.loads(ROSTER.read_text())
+    roster[2]["capacity"] = -1
+    bad = tmp_path / "roster.json"
+    bad.write_text(json.dumps(roster))
+    assert main(["dry-run", "--lead", str(LEAD), "--roster", str(bad)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(
+        f"leadrelay dry-run: roster file {bad}, record 3 (rep_id {roster[2]['rep_id']}): capacity:"
+    )
+    lines = tmp_path / "roster.jsonl"
+    lines.write_text(json.dumps(roster[0]) + "\n\n" + json.dumps({"rep_id": "x", "pools": ["dach"], "weight": 0}))
+    assert main(["dry-run", "--lead", str(LEAD), "--roster", str(lines)]) == 2
+    assert capsys.readouterr().err.startswith(f"leadrelay dry-run: roster file {lines}, line 3 (rep_id x): weight:")
+
+
+def test_dry_run_names_the_lead_file_and_field_without_echoing_it(tmp_path: Path, capsys) -> None:
+    lead = json.loads(LEAD.read_text())
+    lead["country"] = "Germany"
+    bad = tmp_path / "lead.json"
+    bad.write_text(json.dumps(lead))
+    assert main(["dry-run", "--lead", str(bad), "--roster", str(ROSTER)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"leadrelay dry-run: lead file {bad}: country:") and len(err.splitlines()) == 1
+    assert "erika" not in err.lower() and "input_value" not in err, "the lead's data is not echoed"
+
+
+def test_dry_run_refuses_a_pool_the_roster_does_not_have(capsys) -> None:
+    assert main(["dry-run", "--lead", str(LEAD), "--roster", str(ROSTER), "--pool", "dahc"]) == 2
+    assert "pool 'dahc' has no rep in roster file" in capsys.readouterr().err
+
+
+# issue 9, item 7: help text and --version
+
+
+def _options(p: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.Action]]:
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                yield f"{p.prog} {choice.dest}", choice
+            for sub in action.choices.values():
+                yield from _options(sub)
+        elif not isinstance(action, argparse._HelpAction):
+            yield f"{p.prog} {'/'.join(action.option_strings) or action.dest}", action
+
+
+def test_every_command_and_option_has_help_that_gives_its_default() -> None:
+    seen = list(_options(parser()))
+    assert {"leadrelay worker", "leadrelay produce --rate", "leadrelay kafka action"} <= {name for name, _ in seen}
+    for name, action in seen:
+        assert action.help and action.help.strip(), f"{name} has no help"
+        if action.default not in (None, False, argparse.SUPPRESS) and not action.required:
+            assert "default" in action.help, f"{name}: help does not give its default {action.default!r}"
+        if action.option_strings and action.default is None and not action.required:
+            assert "default" in action.help, f"{name}: help does not say what happens without it"
+
+
+def test_version_prints_the_package_version(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"leadrelay {importlib.metadata.version('leadrelay')}"
