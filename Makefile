@@ -1,8 +1,13 @@
 # The two commands: `make demo` runs the worker on a local Kafka with demo data; `make test` runs everything.
 SHELL := /bin/bash
 VENV := .venv/bin
+# Supported: Python 3.11-3.13. .venv (3.11) runs everything; `make test` also runs the unit and agent tests
+# on these in .venv-<version>, installed from the same requirements.lock. A missing interpreter fails the
+# run; skip them locally with `make test PYTHONS_EXTRA=`.
+PYTHONS_EXTRA ?= 3.12 3.13
+FAST := -m 'not integration and not slow'
 
-.PHONY: venv sysdeps demo test test-fast lint chaos bench kafka-start kafka-stop clean
+.PHONY: venv sysdeps demo test test-fast test-pythons lint chaos bench kafka-start kafka-stop clean
 
 venv:
 	@scripts/bootstrap.sh
@@ -15,12 +20,21 @@ sysdeps:
 demo: venv
 	$(VENV)/leadrelay demo
 
-test: sysdeps venv lint
+# The other Pythons first (cheap; no broker), so that the full suite's summary is the last line.
+test: sysdeps venv lint test-pythons
 	$(VENV)/python -m pytest -q
 
 # Local loop: unit + agent tests only, no broker.
 test-fast: sysdeps venv
-	$(VENV)/python -m pytest -q -m 'not integration and not slow'
+	$(VENV)/python -m pytest -q $(FAST)
+
+# Unit + agent tests on each of PYTHONS_EXTRA, each in its own venv (created or updated by bootstrap).
+test-pythons:
+	@set -e; for v in $(PYTHONS_EXTRA); do \
+	  PYTHON_VERSION=$$v scripts/bootstrap.sh; \
+	  echo ".venv-$$v/bin/python -m pytest -q $(FAST) tests/unit tests/agents"; \
+	  .venv-$$v/bin/python -m pytest -q $(FAST) tests/unit tests/agents; \
+	done
 
 lint: venv
 	$(VENV)/ruff check .
@@ -40,4 +54,4 @@ kafka-stop: venv
 	$(VENV)/leadrelay kafka stop
 
 clean:
-	rm -rf .venv .state .pytest_cache .ruff_cache .mypy_cache
+	rm -rf .venv .venv-3.* .state .pytest_cache .ruff_cache .mypy_cache
