@@ -11,7 +11,7 @@ import faust
 from pydantic import ValidationError
 
 from routing import fairness
-from routing.ledger import LedgerEntry, assign, close, expired, with_member
+from routing.ledger import LedgerEntry, assign, close, cursor_after_leaving, expired, with_member
 from routing.model import Load, Rep
 from routing.policy import Policy
 from schemas.events import AssignmentDecision
@@ -81,14 +81,17 @@ def on_rep(ctx: Context, cache: PoolCache, ev: RepChanged) -> None:
     t = ctx.tables
     rep_key = key(ev.pool, ev.rep_id)
     state = cache.state(ev.pool)
+    cursor = state.cursor
+    if ev.profile is None and cursor == ev.rep_id:  # rare: only then is the roster order worth a frame
+        cursor = cursor_after_leaving(cache.frame(ev.pool).rotation_ids(), cursor, ev.rep_id)
     if ev.profile is not None:
         t.reps[rep_key] = Rep.from_event(ev.profile, ev.pool).to_dict()
     elif t.reps.get(rep_key) is not None:
         del t.reps[rep_key]  # its load row stays: the leads it holds are still open until they close
         ctx.metrics.forget_rep(ev.pool, ev.rep_id)
     members = tuple(with_member(list(state.members), ev.rep_id, ev.profile is not None))
-    if members != state.members:
-        t.pools[ev.pool] = replace(state, members=members).to_dict()
+    if members != state.members or cursor != state.cursor:
+        t.pools[ev.pool] = replace(state, members=members, cursor=cursor).to_dict()
     cache.drop(ev.pool)  # structural change: the frame is rebuilt on the next lead
 
 

@@ -40,7 +40,6 @@ class PoolFrame:
     ) -> None:
         self.pool = pool
         self.ids: list[str] = sorted(reps)
-        self._id_array = np.array(self.ids, dtype=object)
         self.index = {rep_id: i for i, rep_id in enumerate(self.ids)}
         self.reps = [reps[r] for r in self.ids]
         self.loads = [(loads or {}).get(r) or Load() for r in self.ids]
@@ -77,6 +76,7 @@ class PoolFrame:
         self._growth: tuple[tuple[Any, ...], B] | None = None
         self._day: tuple[str, str] | None = None
         self._window: tuple[str, int] | None = None
+        self._rotation: tuple[tuple[str, ...], npt.NDArray[np.int64]] | None = None
         for i in range(n):
             self._load_columns(i)
 
@@ -170,8 +170,30 @@ class PoolFrame:
             self._features[feature] = counts
         return counts
 
+    def rotation_order(self) -> npt.NDArray[np.int64]:
+        """Each rep's place in the roster order: explicit `position` first (lower first), then the order
+        the reps joined the pool (state.members); never the ids' sort order. Reps the state does not
+        list come last, by id. Cached per member list (positions change only with a rebuilt frame)."""
+        members = self.state.members
+        if self._rotation is None or self._rotation[0] != members:
+            joined = {rep_id: k for k, rep_id in enumerate(members)}
+            keys = [
+                (r.position is None, r.position or 0, joined.get(r.rep_id, len(members)), i)
+                for i, r in enumerate(self.reps)
+            ]
+            place = np.empty(self.n, dtype=np.int64)
+            place[[k[-1] for k in sorted(keys)]] = np.arange(self.n)
+            self._rotation = (members, place)
+        return self._rotation[1]
+
+    def rotation_ids(self) -> list[str]:
+        """The members in roster order (the order rotation goes round in)."""
+        return [self.ids[i] for i in np.argsort(self.rotation_order())]
+
     def rotation_rank(self) -> npt.NDArray[np.int64]:
-        """Position of each rep in rotation order: ids after the cursor first, then wrapping around."""
-        cursor = self.state.cursor
-        start = 0 if cursor is None else int(np.searchsorted(self._id_array, cursor, side="right"))
-        return (np.arange(self.n) - start) % max(1, self.n)
+        """Position of each rep in rotation order: reps after the cursor first, then wrapping around. A
+        cursor that left the pool starts from the top (stride positions keep the shares fair)."""
+        place = self.rotation_order()
+        i = self.index.get(self.state.cursor) if self.state.cursor is not None else None
+        start = 0 if i is None else int(place[i]) + 1
+        return (place - start) % max(1, self.n)

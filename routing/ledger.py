@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -154,7 +154,21 @@ def expired(entry: LedgerEntry, *, now: datetime, retention: timedelta) -> bool:
     return datetime.fromisoformat(since) + retention < now
 
 
+def cursor_after_leaving(rotation: Sequence[str], cursor: str | None, leaving: str) -> str | None:
+    """The cursor once `leaving` has left the pool: if it was the last rep chosen, the rep before it in
+    rotation order, so that the rep after it is still next (a departed cursor would restart the order)."""
+    if cursor != leaving or leaving not in rotation:
+        return cursor
+    others = [r for r in rotation if r != leaving]
+    if not others:
+        return None
+    k = list(rotation).index(leaving)
+    return rotation[k - 1] if k > 0 else others[-1]
+
+
 def with_member(members: list[str], rep_id: str, present: bool) -> list[str]:
-    """The pool's sorted member list after a roster change."""
-    others = [m for m in members if m != rep_id]
-    return sorted([*others, rep_id]) if present else others
+    """The pool's member list, in join order, after a roster change: a member keeps its place, a new
+    one (or one coming back) goes to the end, one leaving is taken out."""
+    if present:
+        return list(members) if rep_id in members else [*members, rep_id]
+    return [m for m in members if m != rep_id]

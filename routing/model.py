@@ -19,6 +19,7 @@ class Rep:
     tags: Mapping[str, int] = field(default_factory=dict)
     capacity: int | None = 10  # max open leads in the pool; None = unlimited
     weight: float = 1.0
+    position: int | None = None  # explicit place in rotation order (lower first); None = join order
     availability: str = "available"
     hired_at: date | None = None
     active: bool = True
@@ -37,6 +38,7 @@ class Rep:
             tags=dict(event.tags),
             capacity=event.pool_capacity.get(pool, event.capacity) if pool else event.capacity,
             weight=event.weight,
+            position=event.position,
             availability=event.availability,
             hired_at=event.hired_at,
             active=event.active,
@@ -58,6 +60,7 @@ class Rep:
             tags=dict(data.get("tags") or {}),
             capacity=None if (capacity := data.get("capacity", 10)) is None else int(capacity),
             weight=float(data.get("weight", 1.0)),
+            position=data.get("position"),
             availability=data.get("availability", "available"),
             hired_at=date.fromisoformat(hired) if isinstance(hired, str) else hired,
             active=bool(data.get("active", True)),
@@ -134,6 +137,7 @@ class Load:
 class PoolState:
     """Per-pool values: rotation cursor and virtual time, totals that fair shares are measured against."""
 
+    # In the order they joined the pool (state stored before kept them sorted: that order goes on).
     members: tuple[str, ...] = ()
     cursor: str | None = None  # last rep chosen: an id, so roster changes never reset the rotation
     vtime: float = 0.0

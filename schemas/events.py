@@ -127,6 +127,9 @@ class RepUpdated(_Event):
         description="Per-pool capacity overriding `capacity` (split a rep across pools); null = unlimited",
     )
     weight: Annotated[float, Field(gt=0, le=1000)] = 1.0
+    position: Annotated[int, Field(ge=0, le=1_000_000)] | None = Field(
+        None, description="Place in the rotation order of its pools, lower first; None = after those, in join order"
+    )
     availability: Literal["available", "away", "offline"] = "available"
     hired_at: date | None = None
     active: bool = True

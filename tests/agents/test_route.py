@@ -36,7 +36,7 @@ async def feed(kit: Kit, *records: bytes, key: bytes = b"p") -> dict[int, bool]:
 async def test_rep_changes_build_the_pool(kit: Kit) -> None:
     results = await feed(kit, kit.rep_changed("p", "rep-b"), kit.rep_changed("p", "rep-a", capacity=4))
     assert results == {0: True, 1: True}
-    assert kit.table("pools") == {"p": pool_state(["rep-a", "rep-b"])}
+    assert kit.table("pools") == {"p": pool_state(["rep-b", "rep-a"])}  # in the order they joined
     assert kit.table("reps")["p|rep-a"]["capacity"] == 4
     assert set(kit.table("reps")) == {"p|rep-a", "p|rep-b"}
     assert kit.sent_total() == dict.fromkeys(kit.sent_total(), 0)  # roster changes emit nothing
@@ -362,3 +362,39 @@ async def test_unlimited_reps_are_decided_and_leave_out_capacity_metrics(kit: Ki
     assert registry.get_sample_value("leadrelay_rep_capacity_leads", {"pool": "p", "rep": "rep-a"}) is None
     assert registry.get_sample_value("leadrelay_rep_capacity_leads", {"pool": "p", "rep": "rep-b"}) == 2
     assert registry.get_sample_value("leadrelay_rep_open_leads", {"pool": "p", "rep": "rep-a"}) is not None
+
+
+async def test_rotation_goes_round_in_roster_order_not_id_order(kit: Kit) -> None:
+    joined = ("zoe@x.io", "Adam@x.io", "bob@x.io")  # sorted, Adam would come first
+    await feed(kit, *(kit.rep_changed("p", r, capacity=None) for r in joined))
+    await feed(kit, *(kit.lead_arrived("p", f"lead-{n}") for n in range(4)))
+    assert [s.json()["rep_id"] for s in kit.sent("assignments")] == [*joined, joined[0]]
+
+
+async def test_explicit_positions_come_first_and_a_returning_rep_goes_to_the_end(kit: Kit) -> None:
+    await feed(kit, *(kit.rep_changed("p", r, capacity=None) for r in ("rep-a", "rep-b", "rep-c")))
+    await feed(kit, kit.rep_left("p", "rep-a"), kit.rep_changed("p", "rep-a", capacity=None))
+    assert kit.table("pools")["p"]["members"] == ["rep-b", "rep-c", "rep-a"]
+    await feed(kit, kit.rep_changed("p", "rep-c", capacity=None, position=0))
+    await feed(kit, *(kit.lead_arrived("p", f"lead-{n}") for n in range(3)))
+    assert [s.json()["rep_id"] for s in kit.sent("assignments")] == ["rep-c", "rep-b", "rep-a"]
+
+
+async def test_pool_state_stored_sorted_before_goes_on_in_that_order(kit: Kit) -> None:
+    kit.write("pools", "p", pool_state(["rep-a", "rep-c"], "rep-a"))  # members sorted, as stored before
+    for r in ("rep-a", "rep-c"):
+        kit.write("reps", f"p|{r}", {"rep_id": r, "capacity": 10})
+    await feed(kit, kit.rep_changed("p", "rep-b"))
+    assert kit.table("pools")["p"]["members"] == ["rep-a", "rep-c", "rep-b"]
+    await feed(kit, *(kit.lead_arrived("p", f"lead-{n}") for n in range(3)))
+    assert [s.json()["rep_id"] for s in kit.sent("assignments")] == ["rep-c", "rep-b", "rep-a"]
+
+
+async def test_when_the_last_chosen_rep_leaves_the_next_in_order_is_still_next(kit: Kit) -> None:
+    kit.write("pools", "p", pool_state(["rep-c", "rep-b", "rep-a"], "rep-b"))  # all tied: only order counts
+    for r in ("rep-a", "rep-b", "rep-c"):
+        kit.write("reps", f"p|{r}", {"rep_id": r, "capacity": 10})
+    await feed(kit, kit.rep_left("p", "rep-b"))
+    assert kit.table("pools")["p"] == pool_state(["rep-c", "rep-a"], "rep-c")
+    await feed(kit, kit.lead_arrived("p", "lead-1"))
+    assert kit.sent("assignments")[-1].json()["rep_id"] == "rep-a"  # after rep-b, not back to the top

@@ -13,7 +13,7 @@ from routing.ids import decision_id, unit_hash
 from routing.model import Load, PoolState, Rep
 from routing.policy import DEFAULT_POLICY, Policy
 from schemas.events import RepUpdated
-from tests.factories import NOW, make_lead, make_policy, make_rep, make_view
+from tests.factories import NOW, make_lead, make_policy, make_rep, make_view, run_leads
 
 TODAY, WEEK, _ = day_keys(NOW)
 
@@ -288,12 +288,9 @@ def test_zero_weight_scorers_are_left_out():
         (["c", "a", "b"], "a", ["b", "c", "a"]),
         (["c", "a", "b"], "b", ["c", "a", "b"]),
         (["c", "a", "b"], "c", ["a", "b", "c"]),
-        # cursor no longer in the roster: continue after where it would sort
-        (["a", "c", "d"], "b", ["c", "d", "a"]),
+        # cursor no longer in the roster: from the top (route moves the cursor back when its rep leaves)
+        (["a", "c", "d"], "b", ["a", "c", "d"]),
         (["a", "b"], "z", ["a", "b"]),
-        (["m", "n"], "0", ["m", "n"]),
-        # a rep added right after the cursor is next
-        (["a", "b", "bb", "c"], "b", ["bb", "c", "a", "b"]),
         ([], "a", []),
     ],
 )
@@ -305,6 +302,28 @@ def test_rotation_rank(ids, cursor, expected_order):
 
 
 @pytest.mark.parametrize(
+    ("members", "positions", "expected"),
+    [
+        # join order, not the ids' sort order (e-mail-like ids sort in surprising ways)
+        (("zoe@x.io", "Adam@x.io", "bob@x.io"), {}, ["zoe@x.io", "Adam@x.io", "bob@x.io"]),
+        # explicit positions first, lower first; ties and the rest in join order
+        (("a", "b", "c", "d"), {"c": 0, "d": 1}, ["c", "d", "a", "b"]),
+        (("a", "b", "c", "d"), {"d": 5, "b": 5}, ["b", "d", "a", "c"]),
+        # a rep the member list does not name (yet) comes last
+        (("b",), {}, ["b", "a"]),
+    ],
+)
+def test_rotation_follows_the_roster_order(members, positions, expected):
+    reps = {r: make_rep(rep_id=r, position=positions.get(r)) for r in expected}
+    frame = PoolFrame("p", reps, state=PoolState(members=members))
+    assert frame.rotation_ids() == expected
+    frame.set_state(PoolState(members=members, cursor=expected[0]))
+    assert [frame.ids[i] for i in np.argsort(frame.rotation_rank())] == [*expected[1:], expected[0]]
+    chosen = [r.decision.rep_id for r in run_leads(frame, make_policy({"scorers": {"rotation": 1}}), 2 * len(reps))]
+    assert chosen == [*expected[1:], expected[0]] * 2
+
+
+@pytest.mark.parametrize(
     ("ids", "cursor", "expected"),
     [
         (["rep-a", "rep-b", "rep-c"], None, "rep-a"),
@@ -312,10 +331,7 @@ def test_rotation_rank(ids, cursor, expected_order):
         (["rep-a", "rep-b", "rep-c"], "rep-b", "rep-c"),
         (["rep-a", "rep-b", "rep-c"], "rep-c", "rep-a"),  # wraps around
         (["rep-c", "rep-b", "rep-a"], "rep-a", "rep-b"),  # insertion order of the roster is irrelevant
-        # the cursor's rep left the pool: the next one after it, not a reset to the first
-        (["rep-a", "rep-c", "rep-d"], "rep-b", "rep-c"),
-        (["rep-a", "rep-b", "rep-d"], "rep-c", "rep-d"),
-        # a rep joined: it gets its turn in sorted position, no reset
+        # a rep joined: it gets its turn in roster position (here: sorted members), no reset
         (["rep-a", "rep-b", "rep-bb", "rep-c"], "rep-b", "rep-bb"),
         (["rep-a", "rep-b", "rep-c", "rep-d"], "rep-c", "rep-d"),
     ],

@@ -8,7 +8,17 @@ import pytest
 
 from routing import learning
 from routing.frame import day_keys
-from routing.ledger import CLAIMABLE, OPEN, UNASSIGNED, LedgerEntry, assign, close, expired, with_member
+from routing.ledger import (
+    CLAIMABLE,
+    OPEN,
+    UNASSIGNED,
+    LedgerEntry,
+    assign,
+    close,
+    cursor_after_leaving,
+    expired,
+    with_member,
+)
 from routing.model import Load, PoolState
 from routing.performance import window
 from routing.policy import DEFAULT_POLICY
@@ -346,9 +356,9 @@ def test_closed_entry_without_timestamp_does_not_expire():
     ("members", "rep_id", "present", "expected"),
     [
         ([], "b", True, ["b"]),
-        (["a", "c"], "b", True, ["a", "b", "c"]),
-        (["a", "b", "c"], "b", True, ["a", "b", "c"]),  # already there: no duplicate
-        (["a", "c"], "0", True, ["0", "a", "c"]),
+        (["a", "c"], "b", True, ["a", "c", "b"]),  # join order: a newcomer goes to the end
+        (["a", "b", "c"], "b", True, ["a", "b", "c"]),  # already there: keeps its place, no duplicate
+        (["c", "a"], "0", True, ["c", "a", "0"]),  # never sorted
         (["a", "b", "c"], "b", False, ["a", "c"]),
         (["a", "c"], "b", False, ["a", "c"]),  # absent and removed: no change
         ([], "b", False, []),
@@ -358,3 +368,24 @@ def test_with_member(members, rep_id, present, expected):
     before = list(members)
     assert with_member(members, rep_id, present) == expected
     assert members == before  # the input list is not mutated
+
+
+@pytest.mark.parametrize(
+    ("rotation", "cursor", "leaving", "expected"),
+    [
+        (["a", "b", "c"], "b", "b", "a"),  # the rep after b (c) is still next
+        (["a", "b", "c"], "a", "a", "c"),  # wraps: b is still next
+        (["a", "b", "c"], "c", "c", "b"),
+        (["a"], "a", "a", None),
+        (["a", "b", "c"], "a", "b", "a"),  # somebody else left: the cursor stays
+        (["a", "b"], "z", "z", "z"),  # not a member (state from before): unchanged
+        ([], None, "a", None),
+    ],
+)
+def test_cursor_after_leaving(rotation, cursor, leaving, expected):
+    assert cursor_after_leaving(rotation, cursor, leaving) == expected
+
+
+def test_a_rep_leaving_and_coming_back_goes_to_the_end():
+    members = with_member(with_member(["a", "b", "c"], "a", False), "a", True)
+    assert members == ["b", "c", "a"]

@@ -64,6 +64,7 @@ def reps_(draw, rep_id: str) -> Rep:
             tags={t: draw(st.integers(1, 3)) for t in TAGS if draw(st.integers(0, 3))},
             capacity=draw(st.sampled_from([5, 8, 10, 1000, None])),
             weight=draw(st.sampled_from([0.5, 1.0, 2.0])),
+            position=draw(st.sampled_from([None, None, None, 0, 1, 7])),
             hired_at=draw(st.sampled_from([None, NOW.date() - timedelta(days=10), NOW.date() - timedelta(days=500)])),
             working_hours={d: ["00:00-24:00"] for d in ("fri", "sat", "sun")} if schedule == "on" else None,
         )
@@ -115,7 +116,7 @@ def pools(draw, min_size: int = 0, max_size: int = 8) -> Pool:
     # the cursor: none yet, a current member, or a rep that has left the pool
     cursor = draw(st.none() | rep_ids | (st.sampled_from(ids) if ids else st.none()))
     state = PoolState(
-        members=tuple(sorted(ids)),
+        members=tuple(draw(st.permutations(ids))),  # the order the reps joined, not sorted
         cursor=cursor,
         vtime=draw(st.sampled_from([0.0, 1.0, 3.0])),
         premium=draw(st.integers(0, 20)),
@@ -192,6 +193,14 @@ leads = st.builds(
 
 
 # --- the oracle: why a rep is not eligible, written independently of routing/decide.py -----------
+
+
+def roster_order(reps: dict[str, Rep], state: PoolState) -> list[str]:
+    """Rotation order after the cursor: explicit positions, then join order; a departed cursor: the top."""
+    joined = list(state.members) + sorted(r for r in reps if r not in state.members)
+    order = sorted(reps, key=lambda r: (reps[r].position is None, reps[r].position or 0, joined.index(r)))
+    start = order.index(state.cursor) + 1 if state.cursor in order else 0
+    return order[start:] + order[:start]
 
 
 @dataclass(frozen=True)
@@ -340,9 +349,7 @@ def test_never_an_ineligible_rep_and_argmax_takes_the_top_score(pool, policy, le
         assert e.chosen.score >= max(scores, default=0.0)
         # among equal scores, the best on the tie-break scorers in turn, then the first in rotation order
         # after the cursor
-        order = sorted(pool.reps)
-        start = sum(1 for r in order if pool.state.cursor is not None and r <= pool.state.cursor)
-        rotation = order[start:] + order[:start]
+        rotation = roster_order(pool.reps, pool.state)
         tied = [r for r in scored if abs(r.score - e.chosen.score) < 1e-6]
         tie_break = policy.strategies["default"].tie_break
         best = max(tuple(r.components[k] for k in tie_break) for r in tied)
@@ -448,14 +455,13 @@ def test_assign_never_exceeds_capacity_or_caps(pool, policy, count):
 def test_identical_reps_get_equal_shares_in_rotation_order(ids, k, initial_open, cursor):
     reps = {r: Rep(rep_id=r, capacity=1000) for r in ids}
     loads = {r: Load(open=initial_open) for r in ids}
-    frame = PoolFrame("p", reps, loads, state=PoolState(members=tuple(sorted(ids)), cursor=cursor))
+    state = PoolState(members=tuple(ids), cursor=cursor)  # joined in the order drawn, not sorted
+    frame = PoolFrame("p", reps, loads, state=state)
     chosen = [r.decision.rep_id for r in run_leads(frame, Policy(), len(ids) * k)]
     assert Counter(chosen) == dict.fromkeys(ids, k)
     assert all(frame.loads[frame.index[r]].open == initial_open + k for r in ids)
-    # the first lead goes to the rep after the cursor, and then round and round in id order
-    order = sorted(ids)
-    start = sum(1 for r in order if cursor is not None and r <= cursor) % len(order)
-    assert chosen == (order[start:] + order[:start]) * k
+    # the first lead goes to the rep after the cursor, and then round and round in roster order
+    assert chosen == roster_order(reps, state) * k
 
 
 @SLOW
@@ -486,13 +492,16 @@ def test_close_releases_exactly_what_assign_took(pool, count, data):
 
 @FAST
 @given(st.lists(st.tuples(rep_ids, st.booleans()), max_size=30))
-def test_with_member_keeps_a_sorted_unique_list(ops):
+def test_with_member_keeps_a_unique_list_in_join_order(ops):
     members: list[str] = []
-    model: set[str] = set()
+    model: dict[str, None] = {}  # insertion-ordered: a rep coming back goes to the end
     for rep_id, present in ops:
         members = with_member(members, rep_id, present)
-        (model.add if present else model.discard)(rep_id)
-        assert members == sorted(model)
+        if present:
+            model.setdefault(rep_id, None)
+        else:
+            model.pop(rep_id, None)
+        assert members == list(model)
 
 
 @FAST
