@@ -98,5 +98,6 @@ def dry_run(
                 loads[rep_id] = Load(open=value, assigned=value) if isinstance(value, int) else Load.from_dict(value)
         except (ValueError, AttributeError, TypeError) as exc:  # orjson's JSONDecodeError is a ValueError
             raise DryRunError(f'loads file {loads_file}: expected {{"rep_id": open_leads}}: {exc}') from None
-    frame = PoolFrame(target, reps, loads, state=PoolState(members=tuple(sorted(reps))))
+    # Members in roster-file order, as the worker would have them joined (rotation follows join order).
+    frame = PoolFrame(target, reps, loads, state=PoolState(members=tuple(reps)))
     return decide(lead, frame, policy, now=now or datetime.now(UTC))

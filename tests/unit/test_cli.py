@@ -220,3 +220,13 @@ def test_version_prints_the_package_version(capsys) -> None:
         main(["--version"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.strip() == f"leadrelay {importlib.metadata.version('leadrelay')}"
+
+
+def test_dry_run_rotates_in_roster_order_like_the_worker(tmp_path: Path, capsys) -> None:
+    roster = tmp_path / "roster.json"
+    reps = [{"rep_id": r, "pools": ["p"]} for r in ("zoe@example.com", "adam@example.com")]  # not sorted
+    roster.write_text(json.dumps(reps))
+    lead = tmp_path / "lead.json"
+    lead.write_text(json.dumps({"lead_id": "x", "created_at": "2026-01-01T00:00:00Z"}))
+    assert main(["dry-run", "--lead", str(lead), "--roster", str(roster), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rep_id"] == "zoe@example.com"  # first in the roster, equal load
