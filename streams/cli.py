@@ -10,6 +10,7 @@ import os
 import random
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -111,9 +112,10 @@ def cmd_produce(args: argparse.Namespace) -> int:
         records = ((lead.lead_id.encode(), synthetic.wire(lead)) for lead in synthetic.leads(args.seed))
         records = islice(records, args.synthetic)
     else:
-        rng = random.Random(args.seed)
-        leads = islice(synthetic.leads(args.seed), args.synthetic)
-        records = ((lead.lead_id.encode(), synthetic.deal_for(lead, rng).model_dump_json().encode()) for lead in leads)
+        rng, now = random.Random(args.seed), datetime.now(UTC)
+        leads = islice(synthetic.leads(args.seed, start=now), args.synthetic)
+        deals = (synthetic.deal_for(lead, rng, now=now) for lead in leads)
+        records = ((deal.lead_id.encode(), deal.model_dump_json().encode()) for deal in deals)
     sent = asyncio.run(produce(settings, topic, records, rate=args.rate))
     print(f"sent {sent} records to {topic}")
     return 0

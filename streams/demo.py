@@ -7,6 +7,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -61,7 +62,7 @@ async def _traffic(settings: Settings, tally: Tally, seconds: float, rate: float
             now = time.monotonic()
             for item in [d for d in due if d[0] <= now and d[1].lead_id in tally.decisions]:
                 due.remove(item)
-                deal = synthetic.deal_for(item[1], rng)
+                deal = synthetic.deal_for(item[1], rng, now=datetime.now(UTC))
                 tally.deals[deal.lead_id] = deal.outcome
                 await producer.send(
                     settings.topic_deals_closed, key=deal.lead_id.encode(), value=deal.model_dump_json().encode()
@@ -109,7 +110,8 @@ def _summary(tally: Tally, roster: list[RepUpdated], dead_letters: int) -> str:
     rows = [f"{'pool/rep':<18} {'leads':>5} {'open/cap':>9} {'won':>4} {'lost':>4}"]
     for key in sorted(set(per_rep) | members):
         cap = capacity.get(key, 0)
-        rows.append(f"{key:<18} {per_rep[key]:>5} {open_now[key]:>4}/{cap:<4} {won[key]:>4} {lost[key]:>4}")
+        limit = "-" if cap is None else str(cap)  # no limit
+        rows.append(f"{key:<18} {per_rep[key]:>5} {open_now[key]:>4}/{limit:<4} {won[key]:>4} {lost[key]:>4}")
     lat = sorted(tally.latencies)
     p50 = lat[len(lat) // 2] * 1000 if lat else float("nan")
     p99 = lat[int(len(lat) * 0.99)] * 1000 if lat else float("nan")

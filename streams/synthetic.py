@@ -44,15 +44,18 @@ def leads(seed: int, *, prefix: str = "L", start: datetime | None = None) -> Ite
         )
 
 
-def deal_for(lead: LeadCreated, rng: random.Random, *, with_pool: str | None = None) -> DealClosed:
-    """A plausible outcome for a lead: bigger leads close a little less often."""
+def deal_for(
+    lead: LeadCreated, rng: random.Random, *, with_pool: str | None = None, now: datetime | None = None
+) -> DealClosed:
+    """A plausible outcome for a lead: bigger leads close a little less often. With `now`, the deal
+    never closes after it (a deal sent now has closed by now; rolling performance windows count it)."""
     won = rng.random() < (0.35 if (lead.estimated_value or 0) < 10_000 else 0.2)
     return DealClosed(
         lead_id=lead.lead_id,
         outcome="won" if won else "lost",
         amount=round((lead.estimated_value or 0) * rng.uniform(0.6, 1.4), 2) if won else 0.0,
         currency=lead.currency,
-        closed_at=lead.created_at + timedelta(days=rng.uniform(1, 20)),
+        closed_at=min(lead.created_at + timedelta(days=rng.uniform(1, 20)), now or datetime.max.replace(tzinfo=UTC)),
         pool=with_pool,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 from itertools import islice
 
@@ -28,3 +29,12 @@ def test_leads_are_reproducible_given_seed_and_start() -> None:
     assert first == again
     other = [lead.model_dump() for lead in islice(synthetic.leads(12, start=START), 50)]
     assert first != other
+
+
+def test_deals_sent_now_have_closed_by_now_and_keep_the_seeded_sequence() -> None:
+    leads = list(islice(synthetic.leads(5, start=START), 200))
+    capped = [synthetic.deal_for(lead, random.Random(1), now=START) for lead in leads]
+    free = [synthetic.deal_for(lead, random.Random(1)) for lead in leads]
+    assert all(deal.closed_at <= START for deal in capped)
+    assert all(deal.closed_at >= lead.created_at for deal, lead in zip(capped, leads, strict=True))
+    assert [(d.outcome, d.amount) for d in capped] == [(d.outcome, d.amount) for d in free]
