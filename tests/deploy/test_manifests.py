@@ -250,6 +250,8 @@ def test_dockerfile_is_multistage_non_root_with_a_state_volume() -> None:
     # only pip from PyPI: no other index, no downloads of our own
     runs = " ".join(rest for word, rest in steps if word == "RUN")
     assert "pip install" in runs
+    # the tested versions: the lock constrains the image's install
+    assert "pip install --constraint requirements.lock ." in runs
     for banned in ("--index-url", "--extra-index-url", "curl ", "wget ", "--trusted-host"):
         assert banned not in runs
 
@@ -257,8 +259,9 @@ def test_dockerfile_is_multistage_non_root_with_a_state_volume() -> None:
 def test_dockerfile_copies_exist_and_the_context_is_filtered() -> None:
     for word, rest in dockerfile_instructions():
         if word == "COPY" and not rest.startswith("--from"):
-            source = rest.split()[0]
-            assert (ROOT / source).exists(), source
+            *sources, _ = rest.split()
+            for source in sources:
+                assert (ROOT / source).exists(), source
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
     assert ignore[ignore.index("*") + 1 :][:1], "context should start from nothing and re-include sources"
     packages = re.findall(r"include = \[(.*?)\]", (ROOT / "pyproject.toml").read_text())[0]
