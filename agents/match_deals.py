@@ -66,6 +66,12 @@ async def on_lead(ctx: Context, ev: LeadArrived, now: datetime) -> None:
         log.info("re-sent lead resolves to pool %s; its first pool %s stands", ev.pool, index["pool"])
         ev = ev.model_copy(update={"pool": index["pool"]})
     await ctx.topics.pool_events.send(key=ev.pool.encode(), value=dump(ev))
+    waiting = t.parked_deals.get(lead_id)
+    if waiting:  # deals that overtook their lead follow it into the pool log, right behind it
+        for parked in waiting:
+            await forward(ctx, DealUnrouted.model_validate(parked), ev.pool)
+        await barrier(ctx)
+        del t.parked_deals[lead_id]
 
 
 async def on_indexed(ctx: Context, ev: LeadIndexed, now: datetime) -> None:

@@ -369,3 +369,11 @@ async def test_re_sent_lead_with_a_new_pool_keeps_one_decision_and_one_load(kit:
     assert loads["a|rep-a"]["open"] == 1
     assert "b|rep-a" not in loads or loads["b|rep-a"]["open"] == 0
     assert "b|lead-9" not in kit.table("ledger")
+
+
+async def test_deals_that_overtook_their_lead_follow_it_into_the_pool_log(kit: Kit) -> None:
+    await feed(kit, (b"lead-1", kit.encode(kit.deal_unrouted("lead-1", outcome="won", amount=5.0))))
+    assert forwarded(kit) == []
+    await feed(kit, (b"lead-1", kit.lead_arrived("emea")))
+    assert [(k, b["kind"]) for k, b in forwarded(kit)] == [(b"emea", "lead"), (b"emea", "deal")]
+    assert kit.table("parked_deals") == {}
