@@ -36,7 +36,7 @@ from streams.tables import key
 log = logging.getLogger("leadrelay.route")
 
 
-async def on_lead(ctx: Context, cache: PoolCache, ev: LeadArrived, now: datetime) -> None:
+async def on_lead(ctx: Context, cache: PoolCache, ev: LeadArrived, now: datetime) -> AssignmentDecision:
     t, lead = ctx.tables, ev.lead
     ledger_key = key(ev.pool, lead.lead_id)
     stored = t.ledger.get(ledger_key)
@@ -45,10 +45,16 @@ async def on_lead(ctx: Context, cache: PoolCache, ev: LeadArrived, now: datetime
         ctx.metrics.record_duplicate(ev.pool)
     else:
         decision = decide_and_record(ctx, cache, ev, now)
-    lead_key = lead.lead_id.encode()
-    await ctx.topics.assignments.send(key=lead_key, value=dump(decision))
-    indexed = LeadIndexed(lead_id=lead.lead_id, pool=ev.pool, rep_id=decision.rep_id, decision_id=decision.decision_id)
-    await ctx.topics.lead_events.send(key=lead_key, value=dump(indexed))
+    await ctx.topics.assignments.send(key=lead.lead_id.encode(), value=dump(decision))
+    return decision
+
+
+async def index(ctx: Context, ev: LeadArrived, decision: AssignmentDecision) -> None:
+    """Faust runtime only: tell the lead log the decision's owner (the transactional runtime's lead
+    stage already pinned the pool, and deals need nothing more)."""
+    lead_id = ev.lead.lead_id
+    indexed = LeadIndexed(lead_id=lead_id, pool=ev.pool, rep_id=decision.rep_id, decision_id=decision.decision_id)
+    await ctx.topics.lead_events.send(key=lead_id.encode(), value=dump(indexed))
 
 
 def decide_and_record(ctx: Context, cache: PoolCache, ev: LeadArrived, now: datetime) -> AssignmentDecision:
@@ -167,31 +173,37 @@ def on_expire(ctx: Context, ev: LedgerExpired, now: datetime) -> None:
             del ctx.tables.ledger[ledger_key]
 
 
+async def handle_event(ctx: Context, cache: PoolCache, event: Any) -> tuple[LeadArrived, AssignmentDecision] | None:
+    """One pool-log record. The clock enters here, at the edge, and is passed into the core: the time
+    the event entered the pool's log (its record timestamp, written by this app), not the wall clock, so
+    handling the same record again (a successor after a crash, a replay offline) decides the same way.
+    Returns the lead and its decision for a lead event."""
+    now = kafka_time(event)
+    ev = parse_internal(POOL_EVENT, event.value)
+    if isinstance(ev, LeadArrived):
+        with logs.bind(lead_id=ev.lead.lead_id, pool=ev.pool):
+            return ev, await on_lead(ctx, cache, ev, now)
+    if isinstance(ev, RepChanged):
+        on_rep(ctx, cache, ev)
+    elif isinstance(ev, DealArrived):
+        on_deal(ctx, cache, ev, now)
+    elif isinstance(ev, PolicyChanged):
+        on_policy(ctx, cache, ev)
+    else:
+        on_expire(ctx, ev, now)
+    return None
+
+
 def register(app: faust.App, ctx: Context, default_policy: Policy) -> Any:
     cache = PoolCache(ctx, default_policy)
     # Recovery after a rebalance rewrites tables underneath the cache: start from the tables again.
     app.on_partitions_revoked.connect(cache.clear)
     app.on_partitions_assigned.connect(cache.clear)
 
-    async def handle_value(raw: bytes | None, now: datetime) -> None:
-        ev = parse_internal(POOL_EVENT, raw)
-        if isinstance(ev, LeadArrived):
-            with logs.bind(lead_id=ev.lead.lead_id, pool=ev.pool):
-                await on_lead(ctx, cache, ev, now)
-        elif isinstance(ev, RepChanged):
-            on_rep(ctx, cache, ev)
-        elif isinstance(ev, DealArrived):
-            on_deal(ctx, cache, ev, now)
-        elif isinstance(ev, PolicyChanged):
-            on_policy(ctx, cache, ev)
-        else:
-            on_expire(ctx, ev, now)
-
     async def handle(ctx: Context, event: Any) -> None:
-        # The clock enters here, at the edge, and is passed into the core: the time the event entered the
-        # pool's log (its record timestamp, written by this app), not the wall clock, so handling the
-        # same record again (a successor after a crash, a replay offline) decides the same way.
-        await handle_value(event.value, kafka_time(event))
+        ev = await handle_event(ctx, cache, event)
+        if isinstance(ev, tuple):
+            await index(ctx, *ev)
 
     route = guarded_agent(app, ctx, ctx.topics.pool_events, "route", handle, writes=(ctx.tables.route,))
 

@@ -27,6 +27,7 @@ class LeadRelay:
     app: faust.App
     ctx: Context
     agents: dict[str, Any]
+    runtime: Any = None  # the transactional runtime's loop (streams/runtime), when it runs the stages
 
 
 def default_policy(settings: Settings) -> Policy:
@@ -37,6 +38,10 @@ def default_policy(settings: Settings) -> Policy:
 
 
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> LeadRelay:
+    if settings.runtime == "transactional":
+        from streams.runtime.app import create_transactional_app
+
+        return create_transactional_app(settings, registry=registry)
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,
@@ -56,7 +61,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         web_graph_enabled=False,
         web_stats_enabled=False,
         web_metrics_enabled=False,
-        processing_guarantee="at_least_once",
+        processing_guarantee=settings.processing_guarantee,
         broker_max_poll_interval=settings.max_poll_interval_seconds,
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),

@@ -101,6 +101,16 @@ class Settings(BaseModel):
     producer_linger_ms: Annotated[float, Field(ge=0, le=1000)] = Field(
         5, description="How long sends wait to be batched: throughput for a few ms of latency"
     )
+    runtime: Literal["faust", "transactional"] = Field(
+        "faust",
+        description="Who runs the agents: Faust's at-least-once streams, or leadrelay's own loop with one Kafka "
+        "transaction per batch (docs/reliability.md; in progress, not yet the default)",
+    )
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="Faust's processing guarantee; exactly_once is measured in docs/reliability.md and not "
+        "recommended (decisions are sent outside its transactions)",
+    )
     standby_replicas: Annotated[int, Field(ge=0)] = Field(
         1, description="Warm table copies on other workers, for fast failover"
     )

@@ -22,6 +22,7 @@ dashboard and alerts use our own metrics, the process metrics and Faust's per-to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -63,10 +64,34 @@ def current_partition() -> tuple[str, int] | None:
     return (event.message.topic, event.message.partition)
 
 
-def register(app: faust.App, metrics: Metrics, fence: StallFence | None = None) -> None:
+def register(
+    app: faust.App,
+    metrics: Metrics,
+    fence: StallFence | None = None,
+    *,
+    ready: Callable[[], bool] | None = None,
+    detail: Callable[[], dict[str, Any]] | None = None,
+) -> None:
+    """`ready`/`detail`: readiness of a worker whose own loop consumes (streams/runtime), instead of
+    Faust's table recovery."""
     setup_prometheus_sensors(app, pattern="/metrics", registry=metrics.registry, name_prefix=FAUST_PREFIX)
     metrics.locate = current_partition
-    metrics.ready.set_function(lambda: 1.0 if is_ready(app, fence) else 0.0)
+    if ready is None:
+
+        def ready() -> bool:
+            return is_ready(app, fence)
+
+    if detail is None:
+
+        def detail() -> dict[str, Any]:
+            return {
+                "ready": is_ready(app, fence),
+                "recovered": app.tables.recovery.completed.is_set(),
+                "rebalancing": bool(app.rebalancing),
+                "in_group": not (fence is not None and fence.out_of_group()),
+            }
+
+    metrics.ready.set_function(lambda: 1.0 if ready() else 0.0)
 
     async def drop_moved_pools(sender: Any, assigned: Any, **kwargs: Any) -> None:
         metrics.retain_partitions(assigned)
@@ -81,11 +106,5 @@ def register(app: faust.App, metrics: Metrics, fence: StallFence | None = None) 
 
     @app.page("/readyz")
     async def readyz(self: Any, request: Any) -> Any:
-        ready = is_ready(app, fence)
-        detail = {
-            "ready": ready,
-            "recovered": app.tables.recovery.completed.is_set(),
-            "rebalancing": bool(app.rebalancing),
-            "in_group": not (fence is not None and fence.out_of_group()),
-        }
-        return self.json(detail, status=200 if ready else 503)
+        body = detail()
+        return self.json(body, status=200 if body["ready"] else 503)

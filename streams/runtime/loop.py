@@ -1,0 +1,430 @@
+"""The consume-process-produce loop: one Kafka transaction per task and batch.
+
+A *task* is one partition number of one stage (`leads`, `route`, `roster`, `policies`): the records of
+its input partitions, the rows of its table partition and a transactional producer whose id names the
+task (`<app_id>-<stage>-<partition>`). Per batch (what one fetch returned for the task), the records
+are handled in offset order, and everything they produced (outputs, internal events, dead letters,
+each touched table row once) is sent together with the input offsets in one transaction: it commits
+or aborts as a whole, and read_committed consumers see nothing of it before it commits.
+
+Who may write is decided by the broker. A worker taking over a task initialises its transactional id,
+which aborts the previous owner's open transaction and fences its producer (a frozen or partitioned
+zombie fails at its next send or commit and drops the task); only then does it read the committed
+offsets and restore the table. aiokafka's send_offsets_to_transaction carries no group generation
+(no KIP-447), hence one transactional id per task, the pattern Kafka Streams used before KIP-447.
+Any failure of a batch's transaction (fenced, broker gone) aborts it and resets the task to its last
+commit: store and caches as committed, input re-read from the committed offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+
+from streams.runtime.store import Overlay, PartitionStore
+from streams.security import client_kwargs
+from streams.settings import Settings
+
+log = logging.getLogger("leadrelay.runtime")
+
+MAX_RECORDS = 500  # per fetch: a batch is at most this many records per task
+
+
+@dataclass(frozen=True)
+class Message:
+    """A consumed record, shaped like a Faust event's message (timestamp in seconds)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+@dataclass(frozen=True)
+class Event:
+    message: Message
+
+    @property
+    def key(self) -> bytes | None:
+        return self.message.key
+
+    @property
+    def value(self) -> bytes | None:
+        return self.message.value
+
+
+Handler = Callable[[Any, Event], Awaitable[None]]  # (task context, event)
+Housekeeper = Callable[[Any, datetime], Awaitable[None]]  # (task context, wall clock)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One processing step: co-partitioned input topics, an optional table, a handler per record."""
+
+    name: str
+    topics: tuple[str, ...]
+    handle: Handler
+    table: str | None = None  # changelog `<app_id>-<table>-changelog`, partition = task partition
+    housekeeping: Housekeeper | None = None  # runs in the task's own transaction, every interval
+    on_reset: Callable[[], None] | None = None  # drop in-memory caches derived from the table
+
+
+class Outbox:
+    """What a batch sends, through the task's transactional producer (inside the open transaction)."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+        self.pending: list[asyncio.Future[Any]] = []
+
+    async def send(
+        self,
+        topic: str,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        future = await self.producer.send(
+            topic, key=key, value=value, headers=list(headers or ()), partition=partition, timestamp_ms=timestamp_ms
+        )
+        self.pending.append(future)
+
+
+@dataclass
+class Task:
+    stage: Stage
+    partition: int
+    inputs: list[TopicPartition]
+    store: PartitionStore | None
+    overlay: Overlay | None
+    producer: AIOKafkaProducer | None = None
+    outbox: Outbox | None = None
+    ctx: Any = None  # the handlers' context, bound to this task (built by Runtime.bind)
+    ready: bool = False
+    next_housekeeping: float = 0.0
+    setup: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.stage.name}-{self.partition}"
+
+
+class Fenced(Exception):
+    """The task's transaction could not commit: another worker owns it now, or the broker went away."""
+
+
+class Runtime:
+    """Runs the stages in one consumer group (`app_id`) with one transactional producer per task."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stages: Sequence[Stage],
+        bind: Callable[[Task], Any],
+        *,
+        on_record: Callable[[str], None] | None = None,
+        on_abort: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stages = {s.name: s for s in stages}
+        self.by_topic = {topic: s for s in stages for topic in s.topics}
+        self.bind = bind
+        self.on_record = on_record
+        self.on_abort = on_abort
+        self.tasks: dict[tuple[str, int], Task] = {}
+        self.stores: dict[tuple[str, int], PartitionStore] = {}
+        self.consumer: AIOKafkaConsumer | None = None
+        self.rebalancing = True
+        self.joined = False
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
+
+    # --- state ----------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """In the group, no rebalance running, every task restored and consuming."""
+        return self.joined and not self.rebalancing and all(t.ready for t in self.tasks.values())
+
+    def changelog(self, table: str) -> str:
+        return f"{self.settings.app_id}-{table}-changelog"
+
+    def _store(self, stage: Stage, partition: int) -> PartitionStore | None:
+        if stage.table is None:
+            return None
+        key = (stage.name, partition)
+        if key not in self.stores:
+            path = Path(self.settings.data_dir) / "tables" / f"{stage.table}-{partition}"
+            self.stores[key] = PartitionStore(path)
+        return self.stores[key]
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        s = self.settings
+        self.consumer = AIOKafkaConsumer(
+            **client_kwargs(s),
+            group_id=s.app_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_interval_ms=int(s.max_poll_interval_seconds * 1000),
+            session_timeout_ms=int(s.session_timeout_seconds * 1000),
+            heartbeat_interval_ms=int(min(3.0, s.session_timeout_seconds / 3) * 1000),
+            fetch_max_wait_ms=50,
+        )
+        self.consumer.subscribe(sorted(self.by_topic), listener=_Listener(self))
+        await self.consumer.start()
+        try:
+            while not self._stopping.is_set():
+                batch = await self.consumer.getmany(timeout_ms=100, max_records=MAX_RECORDS)
+                async with self._lock:
+                    await self._process(batch)
+                    await self._housekeeping()
+        finally:
+            async with self._lock:
+                await self._close_tasks(list(self.tasks.values()))
+            await self.consumer.stop()
+            for store in self.stores.values():
+                store.close()
+            self.stores.clear()
+            self._stopped.set()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), timeout=30)
+
+    async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        by_task: dict[tuple[str, int], list[Any]] = defaultdict(list)
+        for tp, records in batch.items():
+            stage = self.by_topic[tp.topic]
+            by_task[(stage.name, tp.partition)].extend(records)
+        for key, records in by_task.items():
+            task = self.tasks.get(key)
+            if task is None or not task.ready:
+                continue  # revoked or resetting: the records are fetched again from the committed offset
+            records.sort(key=lambda r: (r.topic, r.offset))  # per partition in offset order
+            await self._transaction(task, records)
+
+    async def _transaction(self, task: Task, records: Iterable[Any], *, now: datetime | None = None) -> None:
+        """One batch of one task: handle, then changelog rows and input offsets, then commit."""
+        assert task.producer is not None and task.outbox is not None
+        offsets: dict[TopicPartition, int] = {}
+        try:
+            await task.producer.begin_transaction()
+            task.outbox.pending.clear()
+            for record in records:
+                event = Event(
+                    Message(
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        (record.timestamp or time.time() * 1000) / 1000,
+                        record.key,
+                        record.value,
+                        tuple(record.headers or ()),
+                    )
+                )
+                await task.stage.handle(task.ctx, event)
+                offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+                if self.on_record is not None:
+                    self.on_record(record.topic)
+            if now is not None and task.stage.housekeeping is not None:
+                await task.stage.housekeeping(task.ctx, now)
+            changes = task.overlay.changes() if task.overlay is not None else {}
+            changelog = self.changelog(task.stage.table) if task.stage.table else None
+            for key, value in changes.items():
+                await task.outbox.send(changelog or "", key=key.encode(), value=value, partition=task.partition)
+            if offsets:
+                await task.producer.send_offsets_to_transaction(offsets, self.settings.app_id)
+            await task.producer.commit_transaction()
+        except (TimeoutError, KafkaError, Fenced) as exc:
+            log.warning("task %s: transaction failed (%s): back to its last commit", task.name, type(exc).__name__)
+            if self.on_abort is not None:
+                self.on_abort(task.stage.name)
+            await self._reset(task)
+            return
+        if changes and task.store is not None:
+            written = [f.result() for f in task.outbox.pending if f.done() and not f.exception()]
+            last = max((m.offset for m in written if m.topic == changelog), default=None)
+            if last is not None:
+                task.store.apply(changes, last)
+        if task.overlay is not None:
+            task.overlay.clear()
+
+    async def _housekeeping(self) -> None:
+        now = time.monotonic()
+        for task in list(self.tasks.values()):
+            if task.ready and task.stage.housekeeping is not None and now >= task.next_housekeeping:
+                task.next_housekeeping = now + self.settings.housekeeping_interval_seconds
+                await self._transaction(task, (), now=datetime.now(UTC))
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Committed-offset lag of every input partition of a ready task (end = last stable offset)."""
+        consumer = self.consumer
+        tps = [tp for t in self.tasks.values() if t.ready for tp in t.inputs]
+        if consumer is None or not tps:
+            return {}
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        lag = {}
+        for tp in tps:
+            committed = await consumer.committed(tp)
+            position = committed if committed is not None else starts[tp]
+            lag[(tp.topic, tp.partition)] = max(0, ends[tp] - position)
+        return lag
+
+    # --- task lifecycle -------------------------------------------------------------------------
+
+    async def _reset(self, task: Task) -> None:
+        """Back to the last commit: drop the batch's writes and caches, start the task over."""
+        if task.overlay is not None:
+            task.overlay.clear()
+        if task.stage.on_reset is not None:
+            task.stage.on_reset()
+        task.ready = False
+        await self._close_producer(task)
+        assert self.consumer is not None
+        self.consumer.pause(*task.inputs)
+        task.setup = asyncio.create_task(self._setup(task), name=f"setup-{task.name}")
+
+    async def _close_producer(self, task: Task) -> None:
+        producer, task.producer, task.outbox = task.producer, None, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def _close_tasks(self, tasks: list[Task]) -> None:
+        for task in tasks:
+            if task.setup is not None and not task.setup.done():
+                task.setup.cancel()
+                with contextlib.suppress(BaseException):
+                    await task.setup
+            task.ready = False
+            await self._close_producer(task)
+            if task.stage.on_reset is not None:
+                task.stage.on_reset()
+            self.tasks.pop((task.stage.name, task.partition), None)
+
+    def _assign(self, assigned: set[TopicPartition]) -> None:
+        assert self.consumer is not None
+        self.consumer.pause(*assigned)
+        grouped: dict[tuple[str, int], list[TopicPartition]] = defaultdict(list)
+        for tp in assigned:
+            grouped[(self.by_topic[tp.topic].name, tp.partition)].append(tp)
+        for (name, partition), inputs in sorted(grouped.items()):
+            stage = self.stages[name]
+            store = self._store(stage, partition)
+            task = Task(stage, partition, sorted(inputs), store, Overlay(store) if store is not None else None)
+            task.ctx = self.bind(task)
+            self.tasks[(name, partition)] = task
+            task.setup = asyncio.create_task(self._setup(task), name=f"setup-{task.name}")
+        for key in [k for k in self.stores if k not in self.tasks]:
+            self.stores.pop(key).close()
+
+    async def _setup(self, task: Task) -> None:
+        """Take the task over: fence the previous owner, restore the table, then read from the committed
+        offsets. Retried until it works or the task is revoked (a broker restart lands here)."""
+        while True:
+            try:
+                await self._take_over(task)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("task %s: take-over failed (%s: %s); retrying", task.name, type(exc).__name__, exc)
+                await self._close_producer(task)
+                await asyncio.sleep(1)
+
+    async def _take_over(self, task: Task) -> None:
+        s = self.settings
+        producer = AIOKafkaProducer(
+            **client_kwargs(s),
+            transactional_id=f"{s.app_id}-{task.stage.name}-{task.partition}",
+            acks="all",
+            linger_ms=s.producer_linger_ms,
+            request_timeout_ms=15000,
+        )
+        await producer.start()  # init_transactions: the previous owner is fenced, its open transaction aborted
+        task.producer, task.outbox = producer, Outbox(producer)
+        if task.store is not None and task.stage.table is not None:
+            await restore(s, self.changelog(task.stage.table), task.partition, task.store)
+        assert self.consumer is not None
+        for tp in task.inputs:
+            committed = await self.consumer.committed(tp)
+            if committed is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)
+        if task.stage.on_reset is not None:
+            task.stage.on_reset()
+        task.ready = True
+        self.consumer.resume(*task.inputs)
+        log.info("task %s: ready", task.name)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.runtime.rebalancing = True
+        async with self.runtime._lock:  # the batch in hand commits (or aborts) first
+            await self.runtime._close_tasks(list(self.runtime.tasks.values()))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.runtime._assign(set(assigned))
+        self.runtime.joined = True
+        self.runtime.rebalancing = False
+
+
+async def restore(settings: Settings, topic: str, partition: int, store: PartitionStore) -> int:
+    """Apply the committed changelog rows after the store's checkpoint; return how many were read."""
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False, isolation_level="read_committed")
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        begin = (await consumer.beginning_offsets([tp]))[tp]
+        checkpoint = store.checkpoint
+        if checkpoint is not None and checkpoint >= end:
+            # The changelog is behind what we applied: it was deleted and created again. Start over.
+            log.warning("changelog %s[%d] ends before the local store's checkpoint: rebuilding", topic, partition)
+            store.wipe()
+            checkpoint = None
+        start = begin if checkpoint is None else max(begin, checkpoint + 1)
+        consumer.seek(tp, start)
+        read = 0
+        while await consumer.position(tp) < end:
+            fetched = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
+            rows: dict[str, bytes | None] = {}
+            last = None
+            for record in fetched.get(tp, []):
+                rows[record.key.decode()] = record.value
+                last = record.offset
+            if last is not None:
+                store.apply(rows, last)
+                read += len(rows)
+        return read
+    finally:
+        await consumer.stop()

@@ -1,0 +1,117 @@
+"""PartitionStore: one task's table rows on local disk, a cache of its changelog partition.
+
+Rows reach the store only after the Kafka transaction that wrote them to the changelog committed,
+together with the changelog offset they came from (the checkpoint), in one RocksDB write batch. So the
+store is always a prefix of the committed changelog, whatever way the process stops: recovery reads
+the changelog from the checkpoint on (read_committed, so aborted rows of a fenced writer never count)
+and a lost store just starts from the beginning. This is the whole recovery protocol; quix-streams'
+`_should_apply_changelog` is the model. No clean-stop mark, no stamps, no event groups.
+
+A batch sees its own writes first (`Overlay`), then the store. Each key written in a batch is sent to
+the changelog once, with its last value.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rocksdict import Options, Rdict, WriteBatch
+
+CHECKPOINT = b"\x00leadrelay:checkpoint"  # changelog offset of the last row applied; sorts before every key
+DELETED = object()
+
+
+class PartitionStore:
+    """Committed rows of one (table, partition), keyed by str, values JSON-able."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        self._db = Rdict(str(path), options)
+
+    @property
+    def checkpoint(self) -> int | None:
+        raw = self._db.get(CHECKPOINT)
+        return None if raw is None else int(raw)
+
+    def get(self, key: str) -> Any:
+        raw = self._db.get(key.encode())
+        return None if raw is None else orjson.loads(raw)
+
+    def items(self, prefix: str = "") -> Iterator[tuple[str, Any]]:
+        """Rows whose key starts with `prefix`, in key order."""
+        start = prefix.encode()
+        it = self._db.iter()
+        it.seek(start)
+        while it.valid():
+            raw_key = it.key()
+            if not raw_key.startswith(start):
+                break
+            if raw_key != CHECKPOINT:
+                yield raw_key.decode(), orjson.loads(it.value())
+            it.next()
+        del it
+
+    def apply(self, rows: Mapping[str, bytes | None], offset: int) -> None:
+        """Committed changelog rows (None: deleted) and the offset of the last one, atomically."""
+        batch = WriteBatch(raw_mode=True)
+        for key, value in rows.items():
+            if value is None:
+                batch.delete(key.encode())
+            else:
+                batch.put(key.encode(), value)
+        batch.put(CHECKPOINT, str(offset).encode())
+        self._db.write(batch)
+
+    def wipe(self) -> None:
+        """Start over from the changelog's beginning (the changelog is newer than, or unrelated to, us)."""
+        self._db.close()
+        Rdict.destroy(str(self.path))
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.__init__(self.path)  # type: ignore[misc]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class Overlay:
+    """A batch's view of a store: its own writes first. `changes()` are the rows to commit."""
+
+    def __init__(self, store: PartitionStore) -> None:
+        self.store = store
+        self._writes: dict[str, Any] = {}
+
+    def get(self, key: str) -> Any:
+        value = self._writes.get(key, None)
+        if value is None and key not in self._writes:
+            return self.store.get(key)
+        return None if value is DELETED else value
+
+    def set(self, key: str, value: Any) -> None:
+        self._writes[key] = value
+
+    def delete(self, key: str) -> None:
+        self._writes[key] = DELETED
+
+    def items(self, prefix: str = "") -> Iterator[tuple[str, Any]]:
+        seen = set()
+        for key, value in self.store.items(prefix):
+            seen.add(key)
+            current = self._writes.get(key, value)
+            if current is not DELETED:
+                yield key, current
+        for key, value in list(self._writes.items()):
+            if key.startswith(prefix) and key not in seen and value is not DELETED:
+                yield key, value
+
+    def changes(self) -> dict[str, bytes | None]:
+        return {k: None if v is DELETED else orjson.dumps(v) for k, v in self._writes.items()}
+
+    def clear(self) -> None:
+        self._writes.clear()
