@@ -80,6 +80,7 @@ def guarded_agent(
 
     async def loop(stream: Any) -> Any:
         async for event in stream.events():
+            ctx.metrics.record_read(event.message.topic)
             if ctx.fence is not None and not await ctx.fence.admit(event, name):
                 yield False  # its partition moved while this worker stood still: the new owner has it
                 continue

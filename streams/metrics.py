@@ -109,6 +109,7 @@ class Metrics:
     dead_letters: Counter
     deals: Counter
     internal_errors: Counter
+    records_read: Counter
     offset_gaps: Counter
     offset_gaps_unread: Counter
     stalls: Counter
@@ -193,6 +194,12 @@ class Metrics:
                 "leadrelay_deals",
                 "Closed deals applied to pool state, by the variant that assigned the lead",
                 ["pool", "outcome", "variant", "matched"],
+                registry=registry,
+            ),
+            records_read=Counter(
+                "leadrelay_records_read",
+                "Input records read by the worker's agents, by topic (internal topics included)",
+                ["topic"],
                 registry=registry,
             ),
             internal_errors=Counter(
@@ -334,6 +341,9 @@ class Metrics:
             variant=self._limited(self.variant, "variant", decision.variant or ""),
         ).inc()
         self.decision_latency.observe(max(0.0, latency_seconds))
+
+    def record_read(self, topic: str) -> None:
+        self.records_read.labels(topic=topic).inc()
 
     def record_duplicate(self, pool: str) -> None:
         self.duplicate_leads.labels(pool=self._pool_label(pool)).inc()

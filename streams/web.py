@@ -17,7 +17,7 @@ milliseconds (`*_latency` histograms, `leadrelay_faust_events_runtime_ms`), and 
 "total" (`leadrelay_faust_total_events_total`). `promtool check metrics` reports only what
 FAUST_LINT_FINDINGS lists (metric -> part of promtool's message); our own metrics have no finding. The
 tests fail on any other finding, so a Faust or promtool upgrade that changes this is noticed. Our
-dashboard and alerts use our own metrics, the process metrics and Faust's per-topic message counter.
+dashboard and alerts use only our own metrics and the process metrics.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def create_transactional_app(settings: Settings, *, registry: CollectorRegistry 
     )
     metrics = Metrics.for_settings(settings, registry if registry is not None else CollectorRegistry())
     stages, bind = build(settings, metrics, default_policy(settings))
-    runtime = Runtime(settings, stages, bind)
+    runtime = Runtime(settings, stages, bind, on_record=metrics.record_read)
     web.register(app, metrics, ready=lambda: runtime.ready, detail=lambda: _detail(runtime))
 
     @app.task

@@ -172,7 +172,7 @@ class Runtime:
             return None
         key = (stage.name, partition)
         if key not in self.stores:
-            path = Path(self.settings.data_dir) / "tables" / f"{stage.table}-{partition}"
+            path = Path(self.settings.data_dir) / "tables" / f"{stage.table}-{partition}.db"
             self.stores[key] = PartitionStore(path)
         return self.stores[key]
 

@@ -255,7 +255,7 @@ def test_metrics_count_what_the_worker_did(observed: Observed) -> None:
     assert scrape.by("leadrelay_deals_total", "outcome") == dict(Counter(d.outcome for d in observed.deals))
     assert scrape.total("leadrelay_internal_errors_total") == 0
     # Faust's sensors on the same page
-    received = scrape.total(f"{FAUST_PREFIX}_messages_received_per_topic_total", topic=leads_topic)
+    received = scrape.total("leadrelay_records_read_total", topic=leads_topic)
     assert received >= N_LEADS + len(BAD)
     assert scrape.total("leadrelay_build_info") == 1
 
