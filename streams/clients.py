@@ -16,6 +16,10 @@ from schemas.events import AssignmentDecision
 from streams.security import client_kwargs
 from streams.settings import Settings
 
+# Decisions (and every row of the transactional runtime) count once their transaction committed: every
+# reader here sees only committed records. Records of non-transactional producers are always visible.
+READ_COMMITTED = "read_committed"
+
 
 async def produce(
     settings: Settings, topic: str, records: Iterable[tuple[bytes | None, bytes | None]], *, rate: float = 0
@@ -41,7 +45,7 @@ async def read_all(settings: Settings, topic: str, *, idle: float = 2.0) -> list
     parts = [TopicPartition(topic, p) for p in await partitions_of(settings, topic)]
     if not parts:
         return []
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False, isolation_level=READ_COMMITTED)
     try:
         await consumer.start()
         consumer.assign(parts)
@@ -88,7 +92,7 @@ async def read_key_partition(settings: Settings, topic: str, key: bytes) -> list
     if not parts:
         return []
     tp = TopicPartition(topic, DefaultPartitioner()(key, parts, parts))
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False, isolation_level=READ_COMMITTED)
     try:
         await consumer.start()
         consumer.assign([tp])
@@ -154,6 +158,7 @@ async def tail(
         **client_kwargs(settings),
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
+        isolation_level=READ_COMMITTED,
     )
     try:
         await consumer.start()

@@ -74,7 +74,12 @@ async def _traffic(settings: Settings, tally: Tally, seconds: float, rate: float
 
 
 async def _follow(settings: Settings, tally: Tally, stop: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(settings.topic_assignments, **client_kwargs(settings), auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        settings.topic_assignments,
+        **client_kwargs(settings),
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",  # a decision counts once its transaction committed
+    )
     try:
         await consumer.start()
         while not stop.is_set():
