@@ -55,7 +55,9 @@ def test_wipe_starts_over(tmp_path: Path) -> None:
     assert store.checkpoint is None and store.get("k") is None
 
 
-ROWS = st.dictionaries(st.sampled_from(["a", "b", "c", "d|x", "d|y"]), st.one_of(st.none(), st.integers(-(2**31), 2**31)), max_size=5)
+ROWS = st.dictionaries(
+    st.sampled_from(["a", "b", "c", "d|x", "d|y"]), st.one_of(st.none(), st.integers(-(2**31), 2**31)), max_size=5
+)
 
 
 @settings(max_examples=60, deadline=None)
