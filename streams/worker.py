@@ -69,7 +69,10 @@ def _run(settings: Settings) -> int:
     relay = create_app(settings)
     tabledir = Path(relay.app.conf.tabledir)
     logging.config.dictConfig(worker_logging(settings.log_level))  # Faust sets it up later: open_store logs
-    open_store(tabledir, rebuild_after_crash=settings.rebuild_after_crash)
+    # The transactional runtime's stores only ever hold committed rows (streams/runtime/store.py): no rebuild.
+    faust_tables = relay.runtime is None
+    if faust_tables:
+        open_store(tabledir, rebuild_after_crash=settings.rebuild_after_crash)
     policies = [(p, parse_policy(p.read_text())) for p in settings.policy_files]  # fail fast on a bad file
     for path, policy in policies:
         if policy.pool is None:
@@ -101,6 +104,7 @@ def _run(settings: Settings) -> int:
         worker.execute_from_commandline()
     except SystemExit as exc:
         if exc.code in (None, 0):  # stopped, not crashed: producer flushed, offsets committed, stores closed
-            mark_clean_stop(tabledir)
+            if faust_tables:
+                mark_clean_stop(tabledir)
         raise
     return 0
