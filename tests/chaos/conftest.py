@@ -356,6 +356,7 @@ FAILED_VERDICTS: list[str] = []  # printed at the end of the session (CI logs sh
 
 def publish(name: str, report: Report, seconds: float, notes: str = "") -> None:
     """Print the table (visible with -s) and append it to LEADRELAY_CHAOS_RESULTS if set."""
+    name = f"{name} [{_RUNTIME[0]}]"
     text = f"\n### {name}\n\n{notes + chr(10) + chr(10) if notes else ''}{report.table()}\n\n({seconds:.0f} s)\n"
     print(text)
     problems = [f"  {label}: {item}" for label, items in report.problems().items() for item in items[:10]]
@@ -385,13 +386,33 @@ def worker_logs(dep: Deployment, lines: int = 30) -> str:
 # ---------------------------------------------------------------------------------------- fixtures
 
 
+# The battery runs against both runtimes: Faust's at-least-once streams (the default) and the
+# transactional runtime (streams/runtime) that is to replace them (issue 10).
+RUNTIMES = ("faust", "transactional")
+
+
+@pytest.fixture(params=RUNTIMES)
+def chaos(request: pytest.FixtureRequest, kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
+    """Make isolated deployments (own topics, group, state dirs) with the chaos settings, per runtime."""
+    yield from _deployments(kafka_bootstrap, tmp_path, request.param)
+
+
 @pytest.fixture
-def chaos(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
-    """Make isolated deployments (own topics, group, state dirs) with the chaos settings."""
+def transactional_chaos(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
+    """Deployments of the transactional runtime only (scenarios that need the broker's fencing)."""
+    yield from _deployments(kafka_bootstrap, tmp_path, "transactional")
+
+
+_RUNTIME = ["faust"]  # the runtime of the scenario running now (scenarios run one at a time), for publish()
+
+
+def _deployments(kafka_bootstrap: str, tmp_path: Path, runtime: str) -> Iterator[Callable[..., Deployment]]:
+    _RUNTIME[0] = runtime
     made: list[Deployment] = []
 
     def make(bootstrap: str | None = None, **extra: str) -> Deployment:
-        dep = Deployment(bootstrap or kafka_bootstrap, tmp_path / f"d{len(made)}", PARTITIONS, {**CHAOS_ENV, **extra})
+        env = {**CHAOS_ENV, "LEADRELAY_RUNTIME": runtime, **extra}
+        dep = Deployment(bootstrap or kafka_bootstrap, tmp_path / f"d{len(made)}", PARTITIONS, env)
         made.append(dep)
         return dep
 

@@ -171,3 +171,36 @@ def test_worker_paused_past_poll_interval(chaos: Callable[..., Deployment]) -> N
 def covers_every_pool(run: Run, lead_ids: set[str]) -> bool:
     pools = {lead.pool for lead in run.plan.leads if lead.lead_id in lead_ids}
     return pools == {lead.pool for lead in run.plan.leads}
+
+
+def test_frozen_worker_resumed_after_its_successor_committed(transactional_chaos: Callable[..., Deployment]) -> None:
+    """Issue 10, with the transactional runtime: SIGSTOP one of two busy workers past its session timeout,
+    resume it only after its successor has committed decisions for every pool. The broker fences the
+    frozen worker (its successor initialised the same transactional ids), so nothing it had in flight
+    survives: no decision, load or ledger row of it is ever committed, and the verifier, reading
+    committed records only, finds every invariant intact."""
+    dep = transactional_chaos()
+    w1, w2 = dep.worker("w1"), dep.worker("w2")
+    run = start_run(dep, scaled(500), rate=25)
+    run.load.wait_sent(0.2)
+    run.load.assert_running()
+    rng = random.Random(11)
+    burst = [lead("frozen", i, rng) for i in range(scaled(200))]
+    dep.send_leads(burst)
+    burst_ids = {b.lead_id for b in burst}
+    wait_for(lambda: len(decided(dep).keys() & burst_ids) >= 20, 60, "the burst to be in progress", 0.2)
+    pause(w1)
+    paused_at = time.monotonic()
+    after = {lead.lead_id for lead in run.plan.leads[len(run.plan.leads) // 2 :]}
+    # decided() reads committed records only: these are the successor's commits.
+    wait_for(lambda: covers_every_pool(run, decided(dep).keys() & after), 90, "w2 to commit every pool", 1.0)
+    time.sleep(max(0.0, 12.0 - (time.monotonic() - paused_at)))  # past the 6 s session timeout (the fault)
+    resume(w1)
+    run.load.assert_running()
+    notes = f"w1 SIGSTOPped at 20 % after a burst of {len(burst)} leads for"
+    notes += f" {time.monotonic() - paused_at:.0f} s, resumed after w2 committed decisions for every pool"
+    try:
+        finish(run, [w1, w2], "frozen worker resumed after its successor committed", notes + ".")
+    finally:  # evidence for docs/reliability.md, not an assertion: whether w1 woke inside a transaction
+        fenced = w1.log_path.read_text(errors="replace").count("transaction failed (ProducerFenced)")
+        print(f"w1's transactions fenced by the broker after it woke: {fenced}")
