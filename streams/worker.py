@@ -103,8 +103,7 @@ def _run(settings: Settings) -> int:
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
-        if exc.code in (None, 0):  # stopped, not crashed: producer flushed, offsets committed, stores closed
-            if faust_tables:
-                mark_clean_stop(tabledir)
+        if faust_tables and exc.code in (None, 0):  # stopped, not crashed: flushed, committed, stores closed
+            mark_clean_stop(tabledir)
         raise
     return 0

@@ -257,8 +257,14 @@ class Runtime:
             if offsets:
                 await task.producer.send_offsets_to_transaction(offsets, self.settings.app_id)
             await task.producer.commit_transaction()
-        except (TimeoutError, KafkaError, Fenced) as exc:
-            log.warning("task %s: transaction failed (%s): back to its last commit", task.name, type(exc).__name__)
+        except Exception as exc:  # fenced, broker gone, or a bug outside the per-record guard: never half a batch
+            expected = isinstance(exc, TimeoutError | KafkaError | Fenced)
+            log.warning(
+                "task %s: transaction failed (%s): back to its last commit",
+                task.name,
+                type(exc).__name__,
+                exc_info=not expected,
+            )
             if self.on_abort is not None:
                 self.on_abort(task.stage.name)
             await self._reset(task)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
 from agents import ingest_policies, ingest_roster, match_deals, route
@@ -152,6 +153,8 @@ def guarded(agent: str, handle: Callable[[Context, Event], Any], metrics: Metric
             await handle(ctx, event)
         except InvalidInput as exc:
             await dead_letter(ctx, _origin_event(event), exc, agent=agent)
+        except KafkaError:
+            raise  # not the record's fault (fenced, broker gone): the whole batch aborts and is redone
         except Exception as exc:
             msg = event.message
             log.exception(
