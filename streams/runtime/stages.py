@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -49,6 +50,7 @@ log = logging.getLogger("leadrelay.runtime")
 KIND_HEADER = "x-leadrelay-kind"  # on lead-events: "lead" or "deal", a raw input record passed on
 ORIGIN_HEADERS = ("x-leadrelay-origin-topic", "x-leadrelay-origin-partition", "x-leadrelay-origin-offset")
 EXPIRE_BATCH = 1000
+SWEEP_ROWS = 5000  # ledger / index rows looked at per housekeeping step and task
 
 
 # --- what a handler sees -------------------------------------------------------------------------
@@ -103,6 +105,14 @@ class View:
     def items(self) -> Iterator[tuple[str, Any]]:
         n = len(self.prefix)
         return ((k[n:], v) for k, v in self.overlay.items(self.prefix))
+
+    def scan(self, after: str | None, limit: int) -> tuple[list[tuple[str, Any]], str | None]:
+        """Up to `limit` rows after the key `after` (None: from the start), and where to go on from (None:
+        the end was reached). A sweep in bounded steps, so housekeeping never stalls the loop."""
+        n = len(self.prefix)
+        start = None if after is None else self.prefix + after
+        rows = list(islice(((k[n:], v) for k, v in self.overlay.items(self.prefix, start)), limit))
+        return rows, (rows[-1][0] if len(rows) == limit else None)
 
     def __iter__(self) -> Iterator[str]:
         return (k for k, _ in self.items())
@@ -231,14 +241,24 @@ async def pass_on(ctx: Context, event: Event, kind: str, lead_id: str) -> None:
     )
 
 
+_cursors: dict[tuple[int, str], str | None] = {}  # (task context, kind) -> where the last sweep step stopped
+
+
+def sweep(ctx: Context, kind: str, view: View) -> list[tuple[str, Any]]:
+    """The next step of a task's sweep over one kind of row (SWEEP_ROWS at a time, wrapping around)."""
+    rows, _cursors[(id(ctx), kind)] = view.scan(_cursors.get((id(ctx), kind)), SWEEP_ROWS)
+    return rows
+
+
 async def leads_housekeeping(ctx: Context, now: datetime) -> None:
     """Parked deals past their wait, index entries past retention: applied in the owner's transaction."""
     wait = timedelta(seconds=ctx.settings.unknown_lead_wait_seconds)
-    for lead_id, parked in list(ctx.tables.parked_deals.items()):
+    for lead_id, parked in list(ctx.tables.parked_deals.items()):  # few: deals wait minutes at most
         if parked and any(DealUnrouted.model_validate(p).first_seen_at + wait < now for p in parked):
             await match_deals.on_pending_expired(ctx, PendingExpired(lead_id=lead_id), now)
     horizon = (now - timedelta(days=ctx.settings.index_retention_days)).isoformat()
-    old = [k for k, e in ctx.tables.lead_index.items() if e and e.get("indexed_at") and e["indexed_at"] < horizon]
+    rows = sweep(ctx, "lead-index", ctx.tables.lead_index)
+    old = [k for k, e in rows if e and e.get("indexed_at") and e["indexed_at"] < horizon]
     for start in range(0, len(old), EXPIRE_BATCH):
         match_deals.on_index_expired(ctx, IndexExpired(lead_ids=old[start : start + EXPIRE_BATCH]), now)
 
@@ -249,7 +269,7 @@ async def leads_housekeeping(ctx: Context, now: datetime) -> None:
 async def route_housekeeping(ctx: Context, now: datetime) -> None:
     retention = timedelta(days=ctx.settings.ledger_retention_days)
     by_pool: dict[str, list[str]] = {}
-    for ledger_key, stored in ctx.tables.ledger.items():
+    for ledger_key, stored in sweep(ctx, "ledger", ctx.tables.ledger):
         if stored and expired(LedgerEntry.from_dict(stored), now=now, retention=retention):
             pool, lead_id = ledger_key.split(SEP, 1)
             by_pool.setdefault(pool, []).append(lead_id)

@@ -44,11 +44,11 @@ class PartitionStore:
         raw = self._db.get(key.encode())
         return None if raw is None else orjson.loads(raw)
 
-    def items(self, prefix: str = "") -> Iterator[tuple[str, Any]]:
-        """Rows whose key starts with `prefix`, in key order."""
+    def items(self, prefix: str = "", after: str | None = None) -> Iterator[tuple[str, Any]]:
+        """Rows whose key starts with `prefix`, in key order (only keys after `after`, if given)."""
         start = prefix.encode()
         it = self._db.iter()
-        it.seek(start)
+        it.seek(after.encode() + b"\x00" if after is not None and after >= prefix else start)
         while it.valid():
             raw_key = it.key()
             if not raw_key.startswith(start):
@@ -99,15 +99,16 @@ class Overlay:
     def delete(self, key: str) -> None:
         self._writes[key] = DELETED
 
-    def items(self, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    def items(self, prefix: str = "", after: str | None = None) -> Iterator[tuple[str, Any]]:
         seen = set()
-        for key, value in self.store.items(prefix):
+        for key, value in self.store.items(prefix, after):
             seen.add(key)
             current = self._writes.get(key, value)
             if current is not DELETED:
                 yield key, current
         for key, value in list(self._writes.items()):
-            if key.startswith(prefix) and key not in seen and value is not DELETED:
+            fresh = key not in seen and (after is None or key > after)
+            if key.startswith(prefix) and fresh and value is not DELETED:
                 yield key, value
 
     def changes(self) -> dict[str, bytes | None]:

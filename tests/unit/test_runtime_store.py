@@ -79,3 +79,23 @@ def test_the_store_equals_the_newest_committed_value_per_key(tmp_path_factory, b
         store.apply(overlay.changes(), offset)
     assert dict(store.items()) == model
     assert store.checkpoint == len(batches) - 1
+
+
+def test_a_sweep_walks_one_kind_of_row_in_bounded_steps_and_wraps_around(tmp_path: Path) -> None:
+    from streams.runtime.stages import View
+
+    store = PartitionStore(tmp_path / "s")
+    store.apply({f"ledger|p|L{i}": b"{}" for i in range(7)} | {"loads|p|r": b"{}", "models|p|r": b"{}"}, 1)
+    batch = Overlay(store)
+    batch.set("ledger|p|L9", {"new": True})  # the batch's own rows count too
+    view = View(batch, "ledger")
+    seen, cursor, steps = [], None, 0
+    while True:
+        rows, cursor = view.scan(cursor, 3)
+        seen += [k for k, _ in rows]
+        steps += 1
+        if cursor is None:
+            break
+    assert seen == [f"p|L{i}" for i in (0, 1, 2, 3, 4, 5, 6, 9)]
+    assert steps == 3
+    assert [k for k, _ in view.scan(None, 2)[0]] == ["p|L0", "p|L1"], "the next sweep starts over"
