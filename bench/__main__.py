@@ -1,4 +1,5 @@
-"""python -m bench [decide] [worker]: run the benchmarks and print their tables (default: decide)."""
+"""python -m bench [decide] [worker] [worker options]: run the benchmarks and print their tables (default:
+decide). Options (`--quick`, `--leads N`, `--ledger N`, ...) go to the worker benchmark (bench/worker.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from bench import decide, worker
 
 
 def main(argv: list[str]) -> int:
-    which = argv or ["decide"]
+    which = [a for a in argv if a in ("decide", "worker")] or ["decide"]
+    options = [a for a in argv if a not in ("decide", "worker")]
+    if options and "worker" not in which:
+        raise SystemExit(f"options {options} are for the worker benchmark: python -m bench worker {' '.join(options)}")
     if "decide" in which:
         decide.main()
     if "worker" in which:
-        worker.main()
+        worker.main(options)
     return 0
 
 
