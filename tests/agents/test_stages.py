@@ -1,0 +1,243 @@
+"""The transactional runtime's stages without a broker: each stage's handler on one task, its sends
+caught in place of the transactional producer, its rows committed to a real local store.
+
+Covers what the runtime adds to the agents' functions: the lead index pinned at first sight, records
+off their lead's partition passed on with their origin, dead letters naming the original record,
+deals following their lead, housekeeping inside the task, and no send back from route.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from routing.policy import DEFAULT_POLICY
+from schemas.events import RepUpdated
+from schemas.internal import RepChanged
+from streams.metrics import Metrics
+from streams.runtime.loop import Event, Message, Outbox, Stage, Task
+from streams.runtime.stages import KIND_HEADER, ORIGIN_HEADERS, build, home
+from streams.runtime.store import Overlay, PartitionStore
+from streams.settings import Settings
+from streams.topics import lead_events_topic, pool_events_topic
+
+pytestmark = pytest.mark.asyncio
+PARTITIONS = 4
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass
+class Sent:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes] = field(default_factory=dict)
+    timestamp_ms: int | None = None
+
+    def json(self) -> Any:
+        return orjson.loads(self.value) if self.value else None
+
+
+class CaughtOutbox(Outbox):
+    def __init__(self) -> None:
+        self.sent: list[Sent] = []
+
+    async def send(self, topic: str, *, key: bytes | None, value: bytes | None, **kw: Any) -> None:
+        self.sent.append(Sent(topic, key, value, dict(kw.get("headers") or ()), kw.get("timestamp_ms")))
+
+
+class Harness:
+    """One task per (stage, partition), built as the runtime builds them; commit() applies a batch."""
+
+    def __init__(self, tmp: Path, **settings: Any) -> None:
+        self.settings = Settings(partitions=PARTITIONS, data_dir=tmp, **settings)
+        self.metrics = Metrics.for_settings(self.settings, CollectorRegistry())
+        stages, self.bind = build(self.settings, self.metrics, DEFAULT_POLICY)
+        self.stages: dict[str, Stage] = {s.name: s for s in stages}
+        self.tasks: dict[tuple[str, int], Task] = {}
+        self.tmp = tmp
+        self.offsets: dict[tuple[str, int], int] = {}
+
+    def task(self, stage: str, partition: int) -> Task:
+        if (stage, partition) not in self.tasks:
+            s = self.stages[stage]
+            store = PartitionStore(self.tmp / f"{s.table}-{partition}.db") if s.table else None
+            task = Task(s, partition, [], store, Overlay(store) if store else None)
+            task.outbox = CaughtOutbox()
+            task.ctx = self.bind(task)
+            self.tasks[(stage, partition)] = task
+        return self.tasks[(stage, partition)]
+
+    async def feed(
+        self,
+        stage: str,
+        topic: str,
+        partition: int,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        at: datetime = NOW,
+    ) -> list[Sent]:
+        """Handle one record and commit; return what it sent."""
+        task = self.task(stage, partition)
+        offset = self.offsets.get((topic, partition), 0)
+        self.offsets[(topic, partition)] = offset + 1
+        message = Message(topic, partition, offset, at.timestamp(), key, value, tuple(headers or ()))
+        await task.stage.handle(task.ctx, Event(message))
+        return self.commit(task)
+
+    async def housekeep(self, stage: str, partition: int, now: datetime) -> list[Sent]:
+        task = self.task(stage, partition)
+        assert task.stage.housekeeping is not None
+        await task.stage.housekeeping(task.ctx, now)
+        return self.commit(task)
+
+    def commit(self, task: Task) -> list[Sent]:
+        assert isinstance(task.outbox, CaughtOutbox)
+        sent, task.outbox.sent = task.outbox.sent, []
+        if task.store is not None and task.overlay is not None:
+            task.store.apply(task.overlay.changes(), (task.store.checkpoint or 0) + 1)
+            task.overlay.clear()
+        return sent
+
+    def rows(self, stage: str, partition: int) -> dict[str, Any]:
+        store = self.task(stage, partition).store
+        assert store is not None
+        return dict(store.items())
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Harness:
+    return Harness(tmp_path)
+
+
+def lead(lead_id: str = "lead-1", **extra: Any) -> bytes:
+    body = {"lead_id": lead_id, "created_at": (NOW - timedelta(minutes=5)).isoformat(), **extra}
+    body.setdefault("contact", {"email": "jane@example.com"})
+    return json.dumps(body).encode()
+
+
+def deal(lead_id: str = "lead-1", **extra: Any) -> bytes:
+    return json.dumps(
+        {"lead_id": lead_id, "outcome": "won", "amount": 10.0, "closed_at": NOW.isoformat(), **extra}
+    ).encode()
+
+
+# --- leads: hop 1 ----------------------------------------------------------------------------------
+
+
+async def test_a_lead_on_its_own_partition_is_pinned_to_its_pool_and_sent_to_the_pool_log(h: Harness) -> None:
+    p = home("lead-1", PARTITIONS)
+    [out] = await h.feed("leads", h.settings.topic_leads_new, p, lead(pool="emea"), key=b"lead-1")
+    assert (out.topic, out.key) == (pool_events_topic(h.settings), b"emea")
+    body = out.json()
+    assert body["kind"] == "lead" and body["pool"] == "emea"
+    assert "contact" not in body["lead"], "contact data never reaches an internal topic"
+    assert body["origin"] == {"topic": h.settings.topic_leads_new, "partition": p, "offset": 0}
+    assert h.rows("leads", p)["lead-index|lead-1"]["pool"] == "emea"
+
+
+async def test_a_lead_off_its_partition_is_passed_on_raw_with_its_origin_and_time(h: Harness) -> None:
+    p = home("lead-1", PARTITIONS)
+    other = (p + 1) % PARTITIONS
+    raw = lead(pool="emea")
+    [out] = await h.feed("leads", h.settings.topic_leads_new, other, raw, key=None, at=NOW - timedelta(seconds=3))
+    assert (out.topic, out.key, out.value) == (lead_events_topic(h.settings), b"lead-1", raw)
+    assert out.headers[KIND_HEADER] == b"lead"
+    assert [out.headers[name] for name in ORIGIN_HEADERS] == [
+        h.settings.topic_leads_new.encode(),
+        str(other).encode(),
+        b"0",
+    ]
+    assert out.timestamp_ms == int((NOW - timedelta(seconds=3)).timestamp() * 1000)
+    assert h.rows("leads", other) == {}, "the foreign partition keeps nothing"
+    # On the lead's partition it is handled as if it had arrived there, origin and all.
+    assert out.timestamp_ms is not None
+    sent_at = datetime.fromtimestamp(out.timestamp_ms / 1000, UTC)  # the passed-on record's own timestamp
+    [arrived] = await h.feed(
+        "leads", lead_events_topic(h.settings), p, out.value, out.key, list(out.headers.items()), sent_at
+    )
+    assert arrived.json()["origin"] == {"topic": h.settings.topic_leads_new, "partition": other, "offset": 0}
+    assert arrived.json()["received_at"].startswith((NOW - timedelta(seconds=3)).isoformat()[:19])
+
+
+async def test_a_re_sent_lead_keeps_its_first_pool(h: Harness) -> None:
+    p = home("lead-1", PARTITIONS)
+    await h.feed("leads", h.settings.topic_leads_new, p, lead(pool="emea"))
+    [again] = await h.feed("leads", h.settings.topic_leads_new, p, lead(pool="apac"))
+    assert (again.key, again.json()["pool"]) == (b"emea", "emea")
+
+
+async def test_a_deal_before_its_lead_waits_then_follows_it(h: Harness) -> None:
+    p = home("lead-1", PARTITIONS)
+    assert await h.feed("leads", h.settings.topic_deals_closed, p, deal()) == []
+    sent = await h.feed("leads", h.settings.topic_leads_new, p, lead(pool="emea"))
+    assert [(s.key, s.json()["kind"]) for s in sent] == [(b"emea", "lead"), (b"emea", "deal")]
+    assert sent[1].json()["origin"] == {"topic": h.settings.topic_deals_closed, "partition": p, "offset": 0}
+    assert not any(k.startswith("parked-deals|") for k in h.rows("leads", p))
+
+
+async def test_bad_input_is_dead_lettered_with_the_record_as_it_arrived(h: Harness) -> None:
+    [dl] = await h.feed("leads", h.settings.topic_leads_new, 2, b"{oops", key=b"k-1")
+    assert (dl.topic, dl.key, dl.value) == (h.settings.topic_dlq, b"k-1", b"{oops")
+    assert dl.headers["x-leadrelay-reason"] == b"invalid_json"
+    assert dl.headers["x-leadrelay-source-partition"] == b"2"
+
+
+async def test_a_parked_deal_past_its_wait_is_dead_lettered_as_unknown_lead_by_housekeeping(h: Harness) -> None:
+    p = home("ghost", PARTITIONS)
+    await h.feed("leads", h.settings.topic_deals_closed, p, deal("ghost"), key=b"ghost")
+    later = NOW + timedelta(seconds=h.settings.unknown_lead_wait_seconds + 1)
+    [dl] = await h.housekeep("leads", p, later)
+    assert dl.topic == h.settings.topic_dlq and dl.headers["x-leadrelay-reason"] == b"unknown_lead"
+    assert dl.headers["x-leadrelay-source-topic"] == h.settings.topic_deals_closed.encode()
+    assert h.rows("leads", p) == {}
+
+
+async def test_index_entries_past_retention_leave_in_housekeeping(h: Harness) -> None:
+    p = home("lead-1", PARTITIONS)
+    await h.feed("leads", h.settings.topic_leads_new, p, lead(pool="emea"))
+    assert await h.housekeep("leads", p, NOW + timedelta(days=1)) == []
+    assert "lead-index|lead-1" in h.rows("leads", p)
+    await h.housekeep("leads", p, NOW + timedelta(days=h.settings.index_retention_days + 1))
+    assert "lead-index|lead-1" not in h.rows("leads", p)
+
+
+# --- route: hop 2 ----------------------------------------------------------------------------------
+
+
+async def test_route_decides_and_sends_only_the_decision(h: Harness) -> None:
+    pool_log = pool_events_topic(h.settings)
+    rep = RepUpdated(rep_id="rep-a", pools=["emea"])
+    await h.feed("route", pool_log, 1, RepChanged(pool="emea", rep_id="rep-a", profile=rep).model_dump_json().encode())
+    [arrived] = await h.feed("leads", h.settings.topic_leads_new, home("lead-1", PARTITIONS), lead(pool="emea"))
+    [decision] = await h.feed("route", pool_log, 1, arrived.value, arrived.key)
+    assert decision.topic == h.settings.topic_assignments and decision.key == b"lead-1"
+    assert decision.json()["rep_id"] == "rep-a"
+    rows = h.rows("route", 1)
+    assert rows["loads|emea|rep-a"]["open"] == 1 and rows["ledger|emea|lead-1"]["rep_id"] == "rep-a"
+    # the same lead again: the stored decision, unchanged, and no second load
+    [again] = await h.feed("route", pool_log, 1, arrived.value, arrived.key)
+    assert again.value == decision.value
+    assert h.rows("route", 1)["loads|emea|rep-a"]["open"] == 1
+
+
+async def test_route_housekeeping_drops_closed_ledger_entries_past_retention(h: Harness) -> None:
+    pool_log = pool_events_topic(h.settings)
+    rep = RepUpdated(rep_id="rep-a", pools=["emea"])
+    await h.feed("route", pool_log, 1, RepChanged(pool="emea", rep_id="rep-a", profile=rep).model_dump_json().encode())
+    p = home("lead-1", PARTITIONS)
+    [arrived] = await h.feed("leads", h.settings.topic_leads_new, p, lead(pool="emea"))
+    await h.feed("route", pool_log, 1, arrived.value, arrived.key)
+    [closed] = await h.feed("leads", h.settings.topic_deals_closed, p, deal())
+    await h.feed("route", pool_log, 1, closed.value, closed.key)
+    assert h.rows("route", 1)["ledger|emea|lead-1"]["status"] == "won"
+    await h.housekeep("route", 1, datetime.now(UTC) + timedelta(days=h.settings.ledger_retention_days + 1))
+    assert "ledger|emea|lead-1" not in h.rows("route", 1)
