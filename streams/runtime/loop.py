@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
+from streams.changelog import decode_key, is_end_key
 from streams.runtime.store import Overlay, PartitionStore
 from streams.security import client_kwargs
 from streams.settings import Settings
@@ -426,8 +427,10 @@ async def restore(settings: Settings, topic: str, partition: int, store: Partiti
             rows: dict[str, bytes | None] = {}
             last = None
             for record in fetched.get(tp, []):
-                rows[record.key.decode()] = record.value
                 last = record.offset
+                key = decode_key(record.key)  # also a changelog the Faust runtime wrote (JSON-quoted keys)
+                if not is_end_key(key):  # ... whose event-group terminators are not rows
+                    rows[key] = record.value
             if last is not None:
                 store.apply(rows, last)
                 read += len(rows)

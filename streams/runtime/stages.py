@@ -8,15 +8,16 @@ Two hops for a lead or a deal, no cycle:
 The handlers are the agents' own functions (agents/*), called with a context bound to one task: its
 table rows through an overlay (streams/runtime/store.py) and its sends through the task's open
 transaction. A lead or deal that arrives on a partition other than its lead's (a producer that did not
-key by lead_id) is passed on, raw, to the lead's partition of the internal lead-events topic, which the
-leads stage also reads: the lead index stays correct whatever key the producer used.
+key by lead_id) is validated and passed on, as the same LeadArrived/DealUnrouted the Faust runtime
+writes, to the lead's partition of the internal lead-events topic, which the leads stage also reads:
+the lead index stays correct whatever key the producer used.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any
@@ -30,10 +31,18 @@ from routing.ledger import LedgerEntry, expired
 from routing.policy import Policy
 from routing.territory import resolve_pool
 from schemas.events import DealClosed, LeadCreated
-from schemas.internal import DealUnrouted, IndexExpired, LeadArrived, LedgerExpired, Origin, PendingExpired
+from schemas.internal import (
+    LEAD_EVENT,
+    DealUnrouted,
+    IndexExpired,
+    LeadArrived,
+    LeadIndexed,
+    LedgerExpired,
+    PendingExpired,
+)
 from streams import logs
 from streams.boundary import kafka_time
-from streams.codecs import parse
+from streams.codecs import dump, parse, parse_internal
 from streams.context import Context
 from streams.dlq import dead_letter
 from streams.errors import InvalidInput
@@ -47,8 +56,6 @@ from streams.topics import lead_events_topic, pool_events_topic
 
 log = logging.getLogger("leadrelay.runtime")
 
-KIND_HEADER = "x-leadrelay-kind"  # on lead-events: "lead" or "deal", a raw input record passed on
-ORIGIN_HEADERS = ("x-leadrelay-origin-topic", "x-leadrelay-origin-partition", "x-leadrelay-origin-offset")
 EXPIRE_BATCH = 1000
 SWEEP_ROWS = 5000  # ledger / index rows looked at per housekeeping step and task
 
@@ -162,7 +169,7 @@ def guarded(agent: str, handle: Callable[[Context, Event], Any], metrics: Metric
         try:
             await handle(ctx, event)
         except InvalidInput as exc:
-            await dead_letter(ctx, _origin_event(event), exc, agent=agent)
+            await dead_letter(ctx, event, exc, agent=agent)
         except KafkaError:
             raise  # not the record's fault (fenced, broker gone): the whole batch aborts and is redone
         except Exception as exc:
@@ -176,7 +183,7 @@ def guarded(agent: str, handle: Callable[[Context, Event], Any], metrics: Metric
                 extra={"agent": agent, "topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
             )
             metrics.record_internal_error(agent)
-            await dead_letter(ctx, _origin_event(event), exc, agent=agent)
+            await dead_letter(ctx, event, exc, agent=agent)
 
     return run
 
@@ -189,56 +196,48 @@ def home(lead_id: str, partitions: int) -> int:
     return (murmur2(lead_id.encode()) & 0x7FFFFFFF) % partitions
 
 
-def _origin_event(event: Event) -> Event:
-    """A passed-on record as it originally arrived (its topic, partition and offset), for dead letters."""
-    headers = dict(event.message.headers)
-    if ORIGIN_HEADERS[0] not in headers:
-        return event
-    topic, partition, offset = (headers[h].decode() for h in ORIGIN_HEADERS)
-    return Event(replace(event.message, topic=topic, partition=int(partition), offset=int(offset)))
-
-
 def leads_handler(settings: Settings) -> Callable[[Context, Event], Any]:
     lead_topic = lead_events_topic(settings)
 
     async def handle(ctx: Context, event: Event) -> None:
         msg = event.message
-        kind = "lead" if msg.topic == settings.topic_leads_new else "deal"
-        if msg.topic == lead_topic:
-            kind = dict(msg.headers).get(KIND_HEADER, b"").decode()
-        origin_event = _origin_event(event)
-        if kind == "lead":
+        if msg.topic == lead_topic:  # already validated, on its lead's partition
+            await on_lead_event(ctx, parse_internal(LEAD_EVENT, msg.value), kafka_time(event))
+            return
+        ev: LeadArrived | DealUnrouted
+        if msg.topic == settings.topic_leads_new:
             lead = parse(LeadCreated, msg.value, max_bytes=settings.max_payload_bytes)
+            pool, _ = resolve_pool(lead, settings.territory_rules, settings.default_pool)
+            ev = LeadArrived(pool=pool, lead=lead, received_at=kafka_time(event), origin=origin_of(event))
             lead_id = lead.lead_id
         else:
             deal = parse(DealClosed, msg.value, max_bytes=settings.max_payload_bytes)
+            ev = DealUnrouted(deal=deal, origin=origin_of(event), first_seen_at=kafka_time(event))
             lead_id = deal.lead_id
-        if msg.topic != lead_topic and home(lead_id, settings.partitions) != msg.partition:
-            await pass_on(ctx, event, kind, lead_id)
+        if home(lead_id, settings.partitions) != msg.partition:
+            # To the lead's own partition, validated, with its origin; the record keeps its time.
+            await ctx.topics.lead_events.send(
+                key=lead_id.encode(), value=dump(ev), timestamp_ms=int(msg.timestamp * 1000)
+            )
             return
-        with logs.bind(lead_id=lead_id):
-            if kind == "lead":
-                pool, _ = resolve_pool(lead, settings.territory_rules, settings.default_pool)
-                arrived = LeadArrived(
-                    pool=pool, lead=lead, received_at=kafka_time(origin_event), origin=origin_of(origin_event)
-                )
-                await match_deals.on_lead(ctx, arrived, kafka_time(event))
-            else:
-                unrouted = DealUnrouted(deal=deal, origin=origin_of(origin_event), first_seen_at=kafka_time(event))
-                await match_deals.on_deal(ctx, unrouted, kafka_time(event))
+        await on_lead_event(ctx, ev, kafka_time(event))
 
     return handle
 
 
-async def pass_on(ctx: Context, event: Event, kind: str, lead_id: str) -> None:
-    """To the lead's own partition, raw, with where it came from (its time stays the record's)."""
-    msg = event.message
-    headers = [(KIND_HEADER, kind.encode())]
-    where = (msg.topic, msg.partition, msg.offset)
-    headers += [(h, str(v).encode()) for h, v in zip(ORIGIN_HEADERS, where, strict=True)]
-    await ctx.topics.lead_events.send(
-        key=lead_id.encode(), value=msg.value, headers=headers, timestamp_ms=int(msg.timestamp * 1000)
-    )
+async def on_lead_event(ctx: Context, ev: Any, now: datetime) -> None:
+    """A lead or deal on its lead's partition. The lead log also holds what the Faust runtime put there
+    (the same LeadArrived/DealUnrouted, plus LeadIndexed and its housekeeping requests), so a worker
+    switched to this runtime carries on from it: an index update is applied, housekeeping requests are
+    left to this task's own housekeeping."""
+    if isinstance(ev, LeadArrived):
+        with logs.bind(lead_id=ev.lead.lead_id):
+            await match_deals.on_lead(ctx, ev, now)
+    elif isinstance(ev, DealUnrouted):
+        with logs.bind(lead_id=ev.deal.lead_id):
+            await match_deals.on_deal(ctx, ev, now)
+    elif isinstance(ev, LeadIndexed):
+        await match_deals.on_indexed(ctx, ev, now)
 
 
 _cursors: dict[tuple[int, str], str | None] = {}  # (task context, kind) -> where the last sweep step stopped
@@ -327,4 +326,4 @@ def _partition(event: Event) -> int:
     return event.message.partition
 
 
-__all__ = ["Message", "Origin", "build", "home"]
+__all__ = ["Message", "build", "home"]

@@ -20,10 +20,10 @@ from prometheus_client import CollectorRegistry
 
 from routing.policy import DEFAULT_POLICY
 from schemas.events import RepUpdated
-from schemas.internal import RepChanged
+from schemas.internal import LeadIndexed, PendingExpired, RepChanged
 from streams.metrics import Metrics
 from streams.runtime.loop import Event, Message, Outbox, Stage, Task
-from streams.runtime.stages import KIND_HEADER, ORIGIN_HEADERS, build, home
+from streams.runtime.stages import build, home
 from streams.runtime.store import Overlay, PartitionStore
 from streams.settings import Settings
 from streams.topics import lead_events_topic, pool_events_topic
@@ -144,28 +144,39 @@ async def test_a_lead_on_its_own_partition_is_pinned_to_its_pool_and_sent_to_the
     assert h.rows("leads", p)["lead-index|lead-1"]["pool"] == "emea"
 
 
-async def test_a_lead_off_its_partition_is_passed_on_raw_with_its_origin_and_time(h: Harness) -> None:
+async def test_a_lead_off_its_partition_is_passed_on_validated_with_its_origin_and_time(h: Harness) -> None:
     p = home("lead-1", PARTITIONS)
     other = (p + 1) % PARTITIONS
-    raw = lead(pool="emea")
-    [out] = await h.feed("leads", h.settings.topic_leads_new, other, raw, key=None, at=NOW - timedelta(seconds=3))
-    assert (out.topic, out.key, out.value) == (lead_events_topic(h.settings), b"lead-1", raw)
-    assert out.headers[KIND_HEADER] == b"lead"
-    assert [out.headers[name] for name in ORIGIN_HEADERS] == [
-        h.settings.topic_leads_new.encode(),
-        str(other).encode(),
-        b"0",
-    ]
-    assert out.timestamp_ms == int((NOW - timedelta(seconds=3)).timestamp() * 1000)
+    sent_at = NOW - timedelta(seconds=3)
+    [out] = await h.feed("leads", h.settings.topic_leads_new, other, lead(pool="emea"), key=None, at=sent_at)
+    assert (out.topic, out.key) == (lead_events_topic(h.settings), b"lead-1")
+    body = out.json()
+    assert (body["kind"], body["pool"]) == ("lead", "emea")
+    assert body["origin"] == {"topic": h.settings.topic_leads_new, "partition": other, "offset": 0}
+    assert "contact" not in body["lead"]
+    assert out.timestamp_ms == int(sent_at.timestamp() * 1000), "the record keeps its time"
     assert h.rows("leads", other) == {}, "the foreign partition keeps nothing"
     # On the lead's partition it is handled as if it had arrived there, origin and all.
-    assert out.timestamp_ms is not None
-    sent_at = datetime.fromtimestamp(out.timestamp_ms / 1000, UTC)  # the passed-on record's own timestamp
-    [arrived] = await h.feed(
-        "leads", lead_events_topic(h.settings), p, out.value, out.key, list(out.headers.items()), sent_at
-    )
-    assert arrived.json()["origin"] == {"topic": h.settings.topic_leads_new, "partition": other, "offset": 0}
-    assert arrived.json()["received_at"].startswith((NOW - timedelta(seconds=3)).isoformat()[:19])
+    [arrived] = await h.feed("leads", lead_events_topic(h.settings), p, out.value, out.key, at=sent_at)
+    assert (arrived.topic, arrived.key) == (pool_events_topic(h.settings), b"emea")
+    assert arrived.json()["origin"] == body["origin"]
+    assert h.rows("leads", p)["lead-index|lead-1"]["pool"] == "emea"
+
+
+async def test_a_deal_off_its_partition_is_passed_on_too(h: Harness) -> None:
+    p = home("lead-1", PARTITIONS)
+    [out] = await h.feed("leads", h.settings.topic_deals_closed, (p + 2) % PARTITIONS, deal(), key=b"crm-77")
+    assert (out.topic, out.key, out.json()["kind"]) == (lead_events_topic(h.settings), b"lead-1", "deal")
+
+
+async def test_the_faust_runtimes_lead_log_is_read_on(h: Harness) -> None:
+    """A worker switched from the Faust runtime finds LeadIndexed and housekeeping requests there."""
+    p = home("lead-1", PARTITIONS)
+    topic = lead_events_topic(h.settings)
+    indexed = LeadIndexed(lead_id="lead-1", pool="emea", rep_id="rep-a", decision_id="d-1")
+    assert await h.feed("leads", topic, p, indexed.model_dump_json().encode(), b"lead-1") == []
+    assert h.rows("leads", p)["lead-index|lead-1"]["rep_id"] == "rep-a"
+    assert await h.feed("leads", topic, p, PendingExpired(lead_id="lead-1").model_dump_json().encode()) == []
 
 
 async def test_a_re_sent_lead_keeps_its_first_pool(h: Harness) -> None:
