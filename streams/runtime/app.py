@@ -57,8 +57,9 @@ def create_transactional_app(settings: Settings, *, registry: CollectorRegistry 
     )
     metrics = Metrics.for_settings(settings, registry if registry is not None else CollectorRegistry())
     stages, bind = build(settings, metrics, default_policy(settings))
-    runtime = Runtime(settings, stages, bind, on_record=metrics.record_read)
+    runtime = Runtime(settings, stages, bind, on_record=metrics.record_read, on_assigned=metrics.retain_partitions)
     web.register(app, metrics, ready=lambda: runtime.ready, detail=lambda: _detail(runtime))
+    metrics.locate = runtime.current  # pool gauges belong to the owner of the pool's partition
 
     @app.task
     async def run_stages() -> None:

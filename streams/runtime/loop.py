@@ -142,6 +142,7 @@ class Runtime:
         *,
         on_record: Callable[[str], None] | None = None,
         on_abort: Callable[[str], None] | None = None,
+        on_assigned: Callable[[list[tuple[str, int]]], Any] | None = None,
     ) -> None:
         self.settings = settings
         self.stages = {s.name: s for s in stages}
@@ -149,6 +150,8 @@ class Runtime:
         self.bind = bind
         self.on_record = on_record
         self.on_abort = on_abort
+        self.on_assigned = on_assigned
+        self._current: tuple[str, int] | None = None  # (topic, partition) of the record being handled
         self.tasks: dict[tuple[str, int], Task] = {}
         self.stores: dict[tuple[str, int], PartitionStore] = {}
         self.consumer: AIOKafkaConsumer | None = None
@@ -164,6 +167,10 @@ class Runtime:
     def ready(self) -> bool:
         """In the group, no rebalance running, every task restored and consuming."""
         return self.joined and not self.rebalancing and all(t.ready for t in self.tasks.values())
+
+    def current(self) -> tuple[str, int] | None:
+        """(topic, partition) of the record being handled, for metrics that belong to a partition's owner."""
+        return self._current
 
     def changelog(self, table: str) -> str:
         return f"{self.settings.app_id}-{table}-changelog"
@@ -245,7 +252,11 @@ class Runtime:
                         tuple(record.headers or ()),
                     )
                 )
-                await task.stage.handle(task.ctx, event)
+                self._current = (record.topic, record.partition)
+                try:
+                    await task.stage.handle(task.ctx, event)
+                finally:
+                    self._current = None
                 offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
                 if self.on_record is not None:
                     self.on_record(record.topic)
@@ -400,6 +411,8 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.runtime._assign(set(assigned))
+        if self.runtime.on_assigned is not None:
+            self.runtime.on_assigned([(tp.topic, tp.partition) for tp in assigned])
         self.runtime.joined = True
         self.runtime.rebalancing = False
 

@@ -360,7 +360,7 @@ def test_faust_consumer_still_has_the_committed_offsets_lag_reads() -> None:
 
 
 def test_readiness_follows_table_recovery_and_rebalancing(tmp_path: Path) -> None:
-    _, relay = build_exposition(tmp_path)
+    _, relay = build_exposition(tmp_path, runtime="faust")
     app: faust.App = relay.app
     assert not web.is_ready(app)  # before the first recovery completed
     assert b"leadrelay_worker_ready 0.0" in generate_latest(relay.ctx.metrics.registry)
@@ -384,6 +384,35 @@ async def test_assignment_signal_drops_pools_that_moved(tmp_path: Path) -> None:
     m.locate = lambda: ("lr-pool-events", 3)
     m.set_pool_state("dach", open_leads=1, capacity=2)
     await relay.app.on_partitions_assigned.send({TP("lr-pool-events", 0)})
+    assert series(m, "leadrelay_open_leads") == []
+
+
+def test_transactional_readiness_follows_the_runtimes_tasks(tmp_path: Path) -> None:
+    from streams.runtime.loop import Task
+
+    _, relay = build_exposition(tmp_path)
+    runtime = relay.runtime
+    assert runtime is not None
+    registry = relay.ctx.metrics.registry
+    assert b"leadrelay_worker_ready 0.0" in generate_latest(registry)  # not in the group yet
+    runtime.joined, runtime.rebalancing = True, False
+    stage = next(iter(runtime.stages.values()))
+    task = Task(stage, 0, [], None, None)
+    runtime.tasks[(stage.name, 0)] = task
+    assert not runtime.ready, "a task still restoring"
+    task.ready = True
+    assert runtime.ready and b"leadrelay_worker_ready 1.0" in generate_latest(registry)
+    runtime.rebalancing = True
+    assert not runtime.ready
+
+
+def test_transactional_pool_gauges_belong_to_the_partition_being_handled(tmp_path: Path) -> None:
+    _, relay = build_exposition(tmp_path)
+    m, runtime = relay.ctx.metrics, relay.runtime
+    runtime._current = ("lr-pool-events", 3)
+    m.set_pool_state("dach", open_leads=1, capacity=2)
+    runtime._current = None
+    runtime.on_assigned([("lr-pool-events", 0)])  # the partition moved away
     assert series(m, "leadrelay_open_leads") == []
 
 
