@@ -350,7 +350,7 @@ def report(p: Params, base: dict[str, float], results: dict[str, tuple[Backfill,
     load = os.getloadavg()
     kafka = f"one local Kafka {localkafka.KAFKA_VERSION} broker"
     print(f"\nworker benchmark: {kafka}, one process per row, {os.cpu_count()} cores")
-    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"code: {_revision()}; load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"\n1-4. throughput, {p.leads:,} records already on the input topic (4 partitions)")
     print(f"{'':<52}{'rec/s':>8}{'vs copy':>9}   vs bare table row, same guarantee")
     rows = [
@@ -460,6 +460,20 @@ def main(argv: list[str] | None = None) -> None:
         for path in tmp.iterdir():
             if path.is_dir():
                 shutil.rmtree(path / "data" if path == state else path, ignore_errors=True)
+
+
+def _revision() -> str:
+    """The commit the run measured, and whether the working tree differed from it."""
+    try:
+        head = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown revision"
+    return head + (" with uncommitted changes" if dirty else "")
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def _progress(msg: str) -> None:
