@@ -102,9 +102,9 @@ class Settings(BaseModel):
         5, description="How long sends wait to be batched: throughput for a few ms of latency"
     )
     runtime: Literal["faust", "transactional"] = Field(
-        "faust",
-        description="Who runs the agents: Faust's at-least-once streams, or leadrelay's own loop with one Kafka "
-        "transaction per batch (docs/reliability.md; in progress, not yet the default)",
+        "transactional",
+        description="Who runs the agents: leadrelay's own loop with one Kafka transaction per batch, or (legacy, "
+        "to be removed) Faust's at-least-once streams with the project's own changelog protocol",
     )
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
         "at_least_once",

@@ -66,6 +66,9 @@ async def relay(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LeadR
     tmp = tmp_path_factory.mktemp("agents")
     settings = Settings.from_env(
         {
+            # The agents' functions through Faust's test_context: the legacy runtime's wiring (the
+            # transactional runtime's is tests/agents/test_stages.py).
+            "LEADRELAY_RUNTIME": "faust",
             "LEADRELAY_STORE": "memory://",
             "LEADRELAY_DATA_DIR": str(tmp),
             "LEADRELAY_APP_ID": APP_ID,

@@ -41,7 +41,7 @@ def test_a_decision_cut_short_in_the_changelog_is_made_again_from_the_state_befo
     load, the pool state and the terminator. The next worker must not take lead 2 for decided: it leaves
     the row out, decides lead 2 itself, and counts it once in the rep's load."""
     dep = deployment
-    worker = dep.worker()
+    worker = dep.worker(LEADRELAY_RUNTIME="faust")
     dep.send_roster([RepUpdated(rep_id="solo", pools=["emea"], capacity=5)])
     dep.settle(2)
     dep.send_leads([lead(1, "emea")])
@@ -62,7 +62,7 @@ def test_a_decision_cut_short_in_the_changelog_is_made_again_from_the_state_befo
     asyncio.run(_send_row(dep.settings, topic, partition, "ledger|emea|L00002", orjson.dumps(entry), stamp))
     dep.send_leads([lead(2, "emea")])  # the lead of that event, not yet handled for good
 
-    restarted = dep.worker("w1")
+    restarted = dep.worker("w1", LEADRELAY_RUNTIME="faust")
     try:
         decisions = dep.decisions(at_least=2)
     except AssertionError as exc:

@@ -75,7 +75,7 @@ def test_committed_offset_is_the_groups_position(deployment) -> None:
 
     ctx = SimpleNamespace(settings=deployment.settings)
     topic = pool_events_topic(deployment.settings)
-    worker = deployment.worker()
+    worker = deployment.worker(LEADRELAY_RUNTIME="faust")
     deployment.send_roster([RepUpdated(rep_id="r", pools=["p"], capacity=100)])
     deployment.send_leads(LeadCreated(lead_id=f"G{i}", created_at="2026-11-02T09:00:00Z", pool="p") for i in range(20))
     deployment.decisions(at_least=20)
