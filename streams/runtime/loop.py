@@ -127,6 +127,16 @@ class Task:
         return f"{self.stage.name}-{self.partition}"
 
 
+@dataclass
+class _Batch:
+    """One task's handled batch, waiting for its commit."""
+
+    task: Task
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    changes: dict[str, bytes | None] = field(default_factory=dict)
+    changelog: str | None = None
+
+
 class Fenced(Exception):
     """The task's transaction could not commit: another worker owns it now, or the broker went away."""
 
@@ -226,17 +236,28 @@ class Runtime:
         for tp, records in batch.items():
             stage = self.by_topic[tp.topic]
             by_task[(stage.name, tp.partition)].extend(records)
+        handled = []
         for key, records in by_task.items():
             task = self.tasks.get(key)
             if task is None or not task.ready:
                 continue  # revoked or resetting: the records are fetched again from the committed offset
             records.sort(key=lambda r: (r.topic, r.offset))  # per partition in offset order
-            await self._transaction(task, records)
+            batch_of_task = await self._handle(task, records)
+            if batch_of_task is not None:
+                handled.append(batch_of_task)
+        # Handling is CPU and runs task by task; the commits are round trips, so they overlap.
+        await asyncio.gather(*(self._commit(b) for b in handled))
 
     async def _transaction(self, task: Task, records: Iterable[Any], *, now: datetime | None = None) -> None:
         """One batch of one task: handle, then changelog rows and input offsets, then commit."""
+        batch = await self._handle(task, records, now=now)
+        if batch is not None:
+            await self._commit(batch)
+
+    async def _handle(self, task: Task, records: Iterable[Any], *, now: datetime | None = None) -> _Batch | None:
+        """Open the task's transaction and handle the records (and housekeeping, with `now`) in it."""
         assert task.producer is not None and task.outbox is not None
-        offsets: dict[TopicPartition, int] = {}
+        batch = _Batch(task)
         try:
             await task.producer.begin_transaction()
             task.outbox.pending.clear()
@@ -257,37 +278,51 @@ class Runtime:
                     await task.stage.handle(task.ctx, event)
                 finally:
                     self._current = None
-                offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+                batch.offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
                 if self.on_record is not None:
                     self.on_record(record.topic)
             if now is not None and task.stage.housekeeping is not None:
                 await task.stage.housekeeping(task.ctx, now)
-            changes = task.overlay.changes() if task.overlay is not None else {}
-            changelog = self.changelog(task.stage.table) if task.stage.table else None
-            for key, value in changes.items():
-                await task.outbox.send(changelog or "", key=key.encode(), value=value, partition=task.partition)
-            if offsets:
-                await task.producer.send_offsets_to_transaction(offsets, self.settings.app_id)
+            batch.changes = task.overlay.changes() if task.overlay is not None else {}
+            batch.changelog = self.changelog(task.stage.table) if task.stage.table else None
+            for key, value in batch.changes.items():
+                await task.outbox.send(batch.changelog or "", key=key.encode(), value=value, partition=task.partition)
+        except Exception as exc:
+            await self._failed(task, exc)
+            return None
+        return batch
+
+    async def _commit(self, batch: _Batch) -> None:
+        """The input offsets into the transaction, commit; then (only then) the rows into the store."""
+        task = batch.task
+        assert task.producer is not None and task.outbox is not None
+        try:
+            if batch.offsets:
+                await task.producer.send_offsets_to_transaction(batch.offsets, self.settings.app_id)
             await task.producer.commit_transaction()
-        except Exception as exc:  # fenced, broker gone, or a bug outside the per-record guard: never half a batch
-            expected = isinstance(exc, TimeoutError | KafkaError | Fenced)
-            log.warning(
-                "task %s: transaction failed (%s): back to its last commit",
-                task.name,
-                type(exc).__name__,
-                exc_info=not expected,
-            )
-            if self.on_abort is not None:
-                self.on_abort(task.stage.name)
-            await self._reset(task)
+        except Exception as exc:
+            await self._failed(task, exc)
             return
-        if changes and task.store is not None:
+        if batch.changes and task.store is not None:
             written = [f.result() for f in task.outbox.pending if f.done() and not f.exception()]
-            last = max((m.offset for m in written if m.topic == changelog), default=None)
+            last = max((m.offset for m in written if m.topic == batch.changelog), default=None)
             if last is not None:
-                task.store.apply(changes, last)
+                task.store.apply(batch.changes, last)
         if task.overlay is not None:
             task.overlay.clear()
+
+    async def _failed(self, task: Task, exc: Exception) -> None:
+        """Fenced, broker gone, or a bug outside the per-record guard: never half a batch."""
+        expected = isinstance(exc, TimeoutError | KafkaError | Fenced)
+        log.warning(
+            "task %s: transaction failed (%s): back to its last commit",
+            task.name,
+            type(exc).__name__,
+            exc_info=not expected,
+        )
+        if self.on_abort is not None:
+            self.on_abort(task.stage.name)
+        await self._reset(task)
 
     async def _housekeeping(self) -> None:
         now = time.monotonic()
