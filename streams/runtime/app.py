@@ -63,7 +63,11 @@ def create_transactional_app(settings: Settings, *, registry: CollectorRegistry 
 
     @app.task
     async def run_stages() -> None:
-        await runtime.run()
+        try:
+            await runtime.run()
+        except Exception as exc:  # the loop itself broke: /healthz turns 503 and the worker exits
+            log.exception("the processing loop stopped: %s", type(exc).__name__)
+            await app.crash(exc)
 
     async def stop(*_: Any, **__: Any) -> None:
         await runtime.stop()
