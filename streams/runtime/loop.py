@@ -218,6 +218,7 @@ class Runtime:
                     await self._process(batch)
                     await self._housekeeping()
         finally:
+            self.joined = False  # not ready from here on, whatever the tasks said
             async with self._lock:
                 await self._close_tasks(list(self.tasks.values()))
             await self.consumer.stop()
