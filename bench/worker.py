@@ -92,7 +92,7 @@ class Recovery:
     ready_s: float | None = None
     rss_mb: float | None = None
     hwm_mb: float | None = None
-    answer: str = "-"  # a re-sent seeded lead: its stored decision again, or not
+    answer: str = "not tried (nothing seeded)"  # a re-sent seeded lead: its stored decision again, or not
     error: str | None = None
 
 
@@ -345,12 +345,14 @@ def _met(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def report(p: Params, base: dict[str, float], results: dict[str, tuple[Backfill, Latency, Recovery]]) -> None:
+def report(
+    p: Params, revision: str, base: dict[str, float], results: dict[str, tuple[Backfill, Latency, Recovery]]
+) -> None:
     copy = base["copy"]
     load = os.getloadavg()
     kafka = f"one local Kafka {localkafka.KAFKA_VERSION} broker"
     print(f"\nworker benchmark: {kafka}, one process per row, {os.cpu_count()} cores")
-    print(f"code: {_revision()}; load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"code: {revision} at the start; load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"\n1-4. throughput, {p.leads:,} records already on the input topic (4 partitions)")
     print(f"{'':<52}{'rec/s':>8}{'vs copy':>9}   vs bare table row, same guarantee")
     rows = [
@@ -435,6 +437,7 @@ def main(argv: list[str] | None = None) -> None:
     # Logs stay (worker, agents, broker); data dirs and the broker's log segments go at the end.
     tmp = Path(".state") / "bench" / time.strftime("worker-%Y%m%d-%H%M%S")
     tmp.mkdir(parents=True)
+    revision = _revision()  # the workers run the code of the working tree as it is when each one starts
     _progress(f"logs in {tmp}")
     state = tmp / "kafka"
     kafka = localkafka.start(state)
@@ -454,7 +457,7 @@ def main(argv: list[str] | None = None) -> None:
         for runtime in p.runtimes:
             results[runtime] = run_runtime(bootstrap, runtime, p, tmp)
             _progress(f"leadrelay {runtime} done")
-        report(p, base, results)
+        report(p, revision, base, results)
     finally:
         localkafka.stop(state)
         for path in tmp.iterdir():
