@@ -417,6 +417,10 @@ class Runtime:
             acks="all",
             linger_ms=s.producer_linger_ms,
             request_timeout_ms=15000,
+            # Brokers >= 3.6 verify that a partition joined the transaction (KIP-890) and answer a produce
+            # that races the previous transaction's markers with NOT_ENOUGH_REPLICAS, which clients retry:
+            # back-to-back transactions hit it all the time, so retry after 10 ms, not aiokafka's 100 ms.
+            retry_backoff_ms=10,
         )
         await producer.start()  # init_transactions: the previous owner is fenced, its open transaction aborted
         task.producer, task.outbox = producer, Outbox(producer)
