@@ -10,6 +10,7 @@ from streams.errors import InvalidInput
 
 log = logging.getLogger("leadrelay.dlq")
 MAX_MESSAGE = 1000
+MAX_DLQ_VALUE = 900 * 1024  # under the producer's max_request_size (1 MiB) with room for key and headers
 
 
 def headers_for(topic: str, partition: int, offset: int, error: BaseException, reason: str) -> list[tuple[str, bytes]]:
@@ -47,11 +48,14 @@ async def send_dead_letter(
 ) -> None:
     topic, partition, offset = origin
     reason = error.reason if isinstance(error, InvalidInput) else "internal_error"
-    await ctx.topics.dlq.send(
-        key=key,
-        value=value if value is not None else b"",
-        headers=headers_for(topic, partition, offset, error, reason),
-    )
+    headers = headers_for(topic, partition, offset, error, reason)
+    body = value if value is not None else b""
+    if len(body) > MAX_DLQ_VALUE:
+        # A record the input topic took but no producer request can carry (1 MiB by default): its head,
+        # and its size, rather than a send that fails the batch on every retry.
+        headers.append(("x-leadrelay-truncated-from", str(len(body)).encode()))
+        body = body[:MAX_DLQ_VALUE]
+    await ctx.topics.dlq.send(key=key, value=body, headers=headers)
     ctx.metrics.record_dead_letter(topic, reason)
     log.warning(
         "dead-lettered: %s",

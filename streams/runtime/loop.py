@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 from aiokafka.structs import TopicPartition
 
 from streams.changelog import decode_key, is_end_key
@@ -41,6 +42,8 @@ from streams.settings import Settings
 log = logging.getLogger("leadrelay.runtime")
 
 MAX_RECORDS = 500  # per fetch: a batch is at most this many records per task
+STALE_STORE_SECONDS = 20 * 3600  # below the changelogs' delete.retention.ms (24 h by default)
+RESTORE_IDLE_FETCHES = 30  # empty 1 s fetches in a row before a restore counts as stalled
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,9 @@ class Runtime:
             session_timeout_ms=int(s.session_timeout_seconds * 1000),
             heartbeat_interval_ms=int(min(3.0, s.session_timeout_seconds / 3) * 1000),
             fetch_max_wait_ms=50,
+            # Range, not aiokafka's default round robin: a task's co-partitioned inputs (leads.new,
+            # deals.closed, lead-events partition p) must land on one worker whatever the group's size.
+            partition_assignment_strategy=(RangePartitionAssignor,),
         )
         self.consumer.subscribe(sorted(self.by_topic), listener=_Listener(self))
         await self.consumer.start()
@@ -298,6 +304,10 @@ class Runtime:
         task = batch.task
         assert task.producer is not None and task.outbox is not None
         try:
+            # A send that failed for good only fails its future; aiokafka would still commit the rest.
+            for result in await asyncio.gather(*task.outbox.pending, return_exceptions=True):
+                if isinstance(result, BaseException):
+                    raise result
             if batch.offsets:
                 await task.producer.send_offsets_to_transaction(batch.offsets, self.settings.app_id)
             await task.producer.commit_transaction()
@@ -323,7 +333,11 @@ class Runtime:
         )
         if self.on_abort is not None:
             self.on_abort(task.stage.name)
-        await self._reset(task)
+        # Fenced: another worker took the task over, and this one is about to learn it lost it (the
+        # rebalance re-creates every task). Taking it back now would fence the rightful owner in turn;
+        # only if no rebalance comes within two session timeouts does it try again.
+        fenced = isinstance(exc, ProducerFenced | InvalidProducerEpoch)
+        await self._reset(task, delay=2 * self.settings.session_timeout_seconds if fenced else 0.0)
 
     async def _housekeeping(self) -> None:
         now = time.monotonic()
@@ -349,8 +363,9 @@ class Runtime:
 
     # --- task lifecycle -------------------------------------------------------------------------
 
-    async def _reset(self, task: Task) -> None:
-        """Back to the last commit: drop the batch's writes and caches, start the task over."""
+    async def _reset(self, task: Task, *, delay: float = 0.0) -> None:
+        """Back to the last commit: drop the batch's writes and caches, start the task over (after
+        `delay` seconds, unless a rebalance re-creates it first)."""
         if task.overlay is not None:
             task.overlay.clear()
         if task.stage.on_reset is not None:
@@ -359,7 +374,7 @@ class Runtime:
         await self._close_producer(task)
         assert self.consumer is not None
         self.consumer.pause(*task.inputs)
-        task.setup = asyncio.create_task(self._setup(task), name=f"setup-{task.name}")
+        task.setup = asyncio.create_task(self._setup(task, delay=delay), name=f"setup-{task.name}")
 
     async def _close_producer(self, task: Task) -> None:
         producer, task.producer, task.outbox = task.producer, None, None
@@ -392,12 +407,16 @@ class Runtime:
             task.ctx = self.bind(task)
             self.tasks[(name, partition)] = task
             task.setup = asyncio.create_task(self._setup(task), name=f"setup-{task.name}")
+        # A store of a partition that moved away is deleted, not kept for its return: by then the
+        # changelog may have compacted away deletions the store would never see.
         for key in [k for k in self.stores if k not in self.tasks]:
-            self.stores.pop(key).close()
+            self.stores.pop(key).destroy()
 
-    async def _setup(self, task: Task) -> None:
+    async def _setup(self, task: Task, *, delay: float = 0.0) -> None:
         """Take the task over: fence the previous owner, restore the table, then read from the committed
         offsets. Retried until it works or the task is revoked (a broker restart lands here)."""
+        if delay:
+            await asyncio.sleep(delay)
         while True:
             try:
                 await self._take_over(task)
@@ -422,7 +441,12 @@ class Runtime:
             # back-to-back transactions hit it all the time, so retry after 10 ms, not aiokafka's 100 ms.
             retry_backoff_ms=10,
         )
-        await producer.start()  # init_transactions: the previous owner is fenced, its open transaction aborted
+        try:
+            await producer.start()  # init_transactions: the previous owner is fenced, its open transaction aborted
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
         task.producer, task.outbox = producer, Outbox(producer)
         if task.store is not None and task.stage.table is not None:
             await restore(s, self.changelog(task.stage.table), task.partition, task.store)
@@ -460,7 +484,12 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 async def restore(settings: Settings, topic: str, partition: int, store: PartitionStore) -> int:
     """Apply the committed changelog rows after the store's checkpoint; return how many were read."""
     tp = TopicPartition(topic, partition)
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False, isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(
+        **client_kwargs(settings),
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",  # an out-of-range position restarts from the log start, never skips
+    )
     await consumer.start()
     try:
         consumer.assign([tp])
@@ -472,11 +501,22 @@ async def restore(settings: Settings, topic: str, partition: int, store: Partiti
             log.warning("changelog %s[%d] ends before the local store's checkpoint: rebuilding", topic, partition)
             store.wipe()
             checkpoint = None
+        elif checkpoint is not None and store.age_seconds() > STALE_STORE_SECONDS:
+            # Compaction drops deletions after delete.retention.ms (24 h by default): a store older than
+            # that could keep rows whose deletion it never reads. Start over.
+            log.info(
+                "local store of %s[%d] is older than %d h: rebuilding", topic, partition, STALE_STORE_SECONDS // 3600
+            )
+            store.wipe()
+            checkpoint = None
         start = begin if checkpoint is None else max(begin, checkpoint + 1)
         consumer.seek(tp, start)
-        read = 0
-        while await consumer.position(tp) < end:
+        read, idle = 0, 0
+        while (position := await consumer.position(tp)) < end:
             fetched = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
+            idle = 0 if fetched or await consumer.position(tp) > position else idle + 1
+            if idle >= RESTORE_IDLE_FETCHES:  # the log no longer reaches `end` (truncated): let setup retry
+                raise RuntimeError(f"restore of {topic}[{partition}] stalled at {position} < {end}")
             rows: dict[str, bytes | None] = {}
             last = None
             for record in fetched.get(tp, []):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any
 
@@ -77,10 +77,13 @@ class Sender:
         value: bytes | None,
         headers: list[tuple[str, bytes]] | None = None,
         timestamp_ms: int | None = None,
+        partition: int | None = None,
     ) -> None:
         outbox = self.task.outbox
         assert isinstance(outbox, Outbox), f"task {self.task.name} has no open transaction"
-        await outbox.send(self.topic, key=key, value=value, headers=headers, timestamp_ms=timestamp_ms)
+        await outbox.send(
+            self.topic, key=key, value=value, headers=headers, timestamp_ms=timestamp_ms, partition=partition
+        )
 
 
 class View:
@@ -134,6 +137,7 @@ class TaskTables:
     def __init__(self, task: Task) -> None:
         overlay = task.overlay
         table = task.stage.table
+        self.overlay = overlay  # for guarded(): a failed record's own writes are undone
         if overlay is None:
             return
         kinds = {"route": ROUTE_KINDS, "match": MATCH_KINDS}.get(table or "", {})
@@ -160,19 +164,31 @@ def binder(settings: Settings, metrics: Metrics) -> Callable[[Task], Context]:
     return bind
 
 
-def guarded(agent: str, handle: Callable[[Context, Event], Any], metrics: Metrics) -> Callable[[Context, Event], Any]:
+def guarded(
+    agent: str,
+    handle: Callable[[Context, Event], Any],
+    metrics: Metrics,
+    on_error: Callable[[], None] | None = None,
+) -> Callable[[Context, Event], Any]:
     """Every failure of one record is classified here, once: invalid input goes to the dead-letter topic;
     anything else is logged with topic[partition]@offset, counted and dead-lettered too (not retried in
-    place: that would reorder the log). Both inside the batch's transaction."""
+    place: that would reorder the log). Both inside the batch's transaction. A failed record's table
+    writes are undone (and `on_error` drops caches that may hold them); sends cannot be, so handlers
+    send last."""
 
     async def run(ctx: Context, event: Event) -> None:
+        overlay: Overlay | None = getattr(ctx.tables, "overlay", None)
+        if overlay is not None:
+            overlay.mark()
         try:
             await handle(ctx, event)
         except InvalidInput as exc:
+            _undo(overlay, on_error)
             await dead_letter(ctx, event, exc, agent=agent)
         except KafkaError:
             raise  # not the record's fault (fenced, broker gone): the whole batch aborts and is redone
         except Exception as exc:
+            _undo(overlay, on_error)
             msg = event.message
             log.exception(
                 "unexpected error in %s at %s[%s]@%s",
@@ -186,6 +202,13 @@ def guarded(agent: str, handle: Callable[[Context, Event], Any], metrics: Metric
             await dead_letter(ctx, event, exc, agent=agent)
 
     return run
+
+
+def _undo(overlay: Overlay | None, on_error: Callable[[], None] | None) -> None:
+    if overlay is not None:
+        overlay.rollback()
+    if on_error is not None:
+        on_error()
 
 
 # --- the leads stage (hop 1 for leads and deals) -------------------------------------------------
@@ -217,7 +240,10 @@ def leads_handler(settings: Settings) -> Callable[[Context, Event], Any]:
         if home(lead_id, settings.partitions) != msg.partition:
             # To the lead's own partition, validated, with its origin; the record keeps its time.
             await ctx.topics.lead_events.send(
-                key=lead_id.encode(), value=dump(ev), timestamp_ms=int(msg.timestamp * 1000)
+                key=lead_id.encode(),
+                value=dump(ev),
+                timestamp_ms=int(msg.timestamp * 1000),
+                partition=home(lead_id, settings.partitions),
             )
             return
         await on_lead_event(ctx, ev, kafka_time(event))
@@ -235,9 +261,13 @@ async def on_lead_event(ctx: Context, ev: Any, now: datetime) -> None:
             await match_deals.on_lead(ctx, ev, now)
     elif isinstance(ev, DealUnrouted):
         with logs.bind(lead_id=ev.deal.lead_id):
-            await match_deals.on_deal(ctx, ev, now)
+            # A deal waits for its lead on the wall clock (from parking), so a worker catching up on
+            # lag waits too, as in the Faust runtime.
+            await match_deals.on_deal(ctx, ev, datetime.now(UTC))
     elif isinstance(ev, LeadIndexed):
         await match_deals.on_indexed(ctx, ev, now)
+    else:
+        log.debug("%s request of the Faust runtime left to this task's housekeeping", ev.kind)
 
 
 _cursors: dict[tuple[int, str], str | None] = {}  # (task context, kind) -> where the last sweep step stopped
@@ -306,7 +336,7 @@ def build(settings: Settings, metrics: Metrics, default_policy: Policy) -> tuple
         Stage(
             "route",
             (pool_events_topic(settings),),
-            guarded("route", route_handle, metrics),
+            guarded("route", route_handle, metrics, on_error=clear_caches),
             table="route",
             housekeeping=route_housekeeping,
             on_reset=clear_caches,

@@ -14,6 +14,7 @@ the changelog once, with its last value.
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,10 @@ import orjson
 from rocksdict import Options, Rdict, WriteBatch
 
 CHECKPOINT = b"\x00leadrelay:checkpoint"  # changelog offset of the last row applied; sorts before every key
+APPLIED_AT = b"\x00leadrelay:applied-at"  # wall clock (s) of the last apply: a store too old is rebuilt
+META = b"\x00leadrelay:"  # prefix of the two above: not rows
 DELETED = object()
+ABSENT = object()  # undo log: the key had no write in this batch
 
 
 class PartitionStore:
@@ -53,7 +57,7 @@ class PartitionStore:
             raw_key = it.key()
             if not raw_key.startswith(start):
                 break
-            if raw_key != CHECKPOINT:
+            if not raw_key.startswith(META):
                 yield raw_key.decode(), orjson.loads(it.value())
             it.next()
         del it
@@ -67,7 +71,13 @@ class PartitionStore:
             else:
                 batch.put(key.encode(), value)
         batch.put(CHECKPOINT, str(offset).encode())
+        batch.put(APPLIED_AT, str(time.time()).encode())
         self._db.write(batch)
+
+    def age_seconds(self) -> float:
+        """Seconds since rows were last applied (0 for a store that never had any)."""
+        raw = self._db.get(APPLIED_AT)
+        return 0.0 if raw is None else max(0.0, time.time() - float(raw))
 
     def wipe(self) -> None:
         """Start over from the changelog's beginning (the changelog is newer than, or unrelated to, us)."""
@@ -79,6 +89,12 @@ class PartitionStore:
     def close(self) -> None:
         self._db.close()
 
+    def destroy(self) -> None:
+        """Close and delete from disk (a partition that moved to another worker)."""
+        self._db.close()
+        Rdict.destroy(str(self.path))
+        shutil.rmtree(self.path, ignore_errors=True)
+
 
 class Overlay:
     """A batch's view of a store: its own writes first. `changes()` are the rows to commit."""
@@ -86,6 +102,23 @@ class Overlay:
     def __init__(self, store: PartitionStore) -> None:
         self.store = store
         self._writes: dict[str, Any] = {}
+        self._journal: list[tuple[str, Any]] | None = None  # undo log since mark()
+
+    def mark(self) -> None:
+        """Start an undo log: rollback() takes the overlay back to this point (one record's writes)."""
+        self._journal = []
+
+    def rollback(self) -> None:
+        for key, old in reversed(self._journal or []):
+            if old is ABSENT:
+                self._writes.pop(key, None)
+            else:
+                self._writes[key] = old
+        self._journal = None
+
+    def _note(self, key: str) -> None:
+        if self._journal is not None:
+            self._journal.append((key, self._writes.get(key, ABSENT)))
 
     def get(self, key: str) -> Any:
         value = self._writes.get(key, None)
@@ -94,9 +127,11 @@ class Overlay:
         return None if value is DELETED else value
 
     def set(self, key: str, value: Any) -> None:
+        self._note(key)
         self._writes[key] = value
 
     def delete(self, key: str) -> None:
+        self._note(key)
         self._writes[key] = DELETED
 
     def items(self, prefix: str = "", after: str | None = None) -> Iterator[tuple[str, Any]]:
@@ -116,3 +151,4 @@ class Overlay:
 
     def clear(self) -> None:
         self._writes.clear()
+        self._journal = None

@@ -40,6 +40,7 @@ class Sent:
     value: bytes | None
     headers: dict[str, bytes] = field(default_factory=dict)
     timestamp_ms: int | None = None
+    partition: int | None = None
 
     def json(self) -> Any:
         return orjson.loads(self.value) if self.value else None
@@ -50,7 +51,9 @@ class CaughtOutbox(Outbox):
         self.sent: list[Sent] = []
 
     async def send(self, topic: str, *, key: bytes | None, value: bytes | None, **kw: Any) -> None:
-        self.sent.append(Sent(topic, key, value, dict(kw.get("headers") or ()), kw.get("timestamp_ms")))
+        self.sent.append(
+            Sent(topic, key, value, dict(kw.get("headers") or ()), kw.get("timestamp_ms"), kw.get("partition"))
+        )
 
 
 class Harness:
@@ -149,7 +152,7 @@ async def test_a_lead_off_its_partition_is_passed_on_validated_with_its_origin_a
     other = (p + 1) % PARTITIONS
     sent_at = NOW - timedelta(seconds=3)
     [out] = await h.feed("leads", h.settings.topic_leads_new, other, lead(pool="emea"), key=None, at=sent_at)
-    assert (out.topic, out.key) == (lead_events_topic(h.settings), b"lead-1")
+    assert (out.topic, out.key, out.partition) == (lead_events_topic(h.settings), b"lead-1", p)
     body = out.json()
     assert (body["kind"], body["pool"]) == ("lead", "emea")
     assert body["origin"] == {"topic": h.settings.topic_leads_new, "partition": other, "offset": 0}
@@ -205,7 +208,7 @@ async def test_bad_input_is_dead_lettered_with_the_record_as_it_arrived(h: Harne
 async def test_a_parked_deal_past_its_wait_is_dead_lettered_as_unknown_lead_by_housekeeping(h: Harness) -> None:
     p = home("ghost", PARTITIONS)
     await h.feed("leads", h.settings.topic_deals_closed, p, deal("ghost"), key=b"ghost")
-    later = NOW + timedelta(seconds=h.settings.unknown_lead_wait_seconds + 1)
+    later = datetime.now(UTC) + timedelta(seconds=h.settings.unknown_lead_wait_seconds + 1)  # waits on the clock
     [dl] = await h.housekeep("leads", p, later)
     assert dl.topic == h.settings.topic_dlq and dl.headers["x-leadrelay-reason"] == b"unknown_lead"
     assert dl.headers["x-leadrelay-source-topic"] == h.settings.topic_deals_closed.encode()
@@ -252,3 +255,32 @@ async def test_route_housekeeping_drops_closed_ledger_entries_past_retention(h: 
     assert h.rows("route", 1)["ledger|emea|lead-1"]["status"] == "won"
     await h.housekeep("route", 1, datetime.now(UTC) + timedelta(days=h.settings.ledger_retention_days + 1))
     assert "ledger|emea|lead-1" not in h.rows("route", 1)
+
+
+async def test_a_record_that_fails_leaves_no_table_write_behind(h: Harness) -> None:
+    """The per-record guard undoes a failed record's own writes; the records around it keep theirs."""
+    from streams.runtime.stages import guarded
+
+    task = h.task("leads", 0)
+
+    async def half_done(ctx: Any, event: Event) -> None:
+        ctx.tables.lead_index[event.message.key.decode()] = {"pool": "p"}
+        if event.message.key == b"bad":
+            raise RuntimeError("a bug after the first write")
+
+    handle = guarded("test", half_done, h.metrics)
+    for offset, key in enumerate((b"good-1", b"bad", b"good-2")):
+        await handle(task.ctx, Event(Message(h.settings.topic_leads_new, 0, offset, NOW.timestamp(), key, b"{}")))
+    sent = h.commit(task)
+    assert [s.headers.get("x-leadrelay-reason") for s in sent] == [b"internal_error"]
+    assert set(h.rows("leads", 0)) == {"lead-index|good-1", "lead-index|good-2"}
+
+
+async def test_a_record_too_big_for_a_produce_request_is_dead_lettered_truncated(h: Harness) -> None:
+    from streams.dlq import MAX_DLQ_VALUE
+
+    huge = b'{"lead_id": "x", "pad": "' + b"y" * (1024 * 1024) + b'"}'
+    [dl] = await h.feed("leads", h.settings.topic_leads_new, 0, huge, key=b"x")
+    assert dl.headers["x-leadrelay-reason"] == b"payload_too_large"
+    assert dl.value == huge[:MAX_DLQ_VALUE]
+    assert dl.headers["x-leadrelay-truncated-from"] == str(len(huge)).encode()

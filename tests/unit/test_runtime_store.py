@@ -99,3 +99,27 @@ def test_a_sweep_walks_one_kind_of_row_in_bounded_steps_and_wraps_around(tmp_pat
     assert seen == [f"p|L{i}" for i in (0, 1, 2, 3, 4, 5, 6, 9)]
     assert steps == 3
     assert [k for k, _ in view.scan(None, 2)[0]] == ["p|L0", "p|L1"], "the next sweep starts over"
+
+
+def test_rollback_undoes_the_writes_since_the_mark_and_nothing_before(tmp_path: Path) -> None:
+    store = PartitionStore(tmp_path / "s")
+    store.apply({"k": b"1"}, 1)
+    batch = Overlay(store)
+    batch.set("a", 1)
+    batch.mark()
+    batch.set("a", 2)
+    batch.delete("k")
+    batch.set("b", 3)
+    batch.rollback()
+    assert batch.get("a") == 1 and batch.get("k") == 1 and batch.get("b") is None
+    assert batch.changes() == {"a": b"1"}
+
+
+def test_a_store_knows_how_old_its_rows_are_and_can_be_destroyed(tmp_path: Path) -> None:
+    store = PartitionStore(tmp_path / "s")
+    assert store.age_seconds() == 0.0
+    store.apply({"k": b"1"}, 1)
+    assert 0.0 <= store.age_seconds() < 5
+    assert list(store.items()) == [("k", 1)], "bookkeeping keys are not rows"
+    store.destroy()
+    assert not (tmp_path / "s").exists()
