@@ -110,6 +110,7 @@ class Metrics:
     deals: Counter
     internal_errors: Counter
     records_read: Counter
+    transactions_aborted: Counter
     offset_gaps: Counter
     offset_gaps_unread: Counter
     stalls: Counter
@@ -200,6 +201,12 @@ class Metrics:
                 "leadrelay_records_read",
                 "Input records read by the worker's agents, by topic (internal topics included)",
                 ["topic"],
+                registry=registry,
+            ),
+            transactions_aborted=Counter(
+                "leadrelay_transactions_aborted",
+                "Batches whose Kafka transaction failed (fenced, broker unreachable) and were done again, by stage",
+                ["stage"],
                 registry=registry,
             ),
             internal_errors=Counter(
@@ -341,6 +348,9 @@ class Metrics:
             variant=self._limited(self.variant, "variant", decision.variant or ""),
         ).inc()
         self.decision_latency.observe(max(0.0, latency_seconds))
+
+    def record_aborted(self, stage: str) -> None:
+        self.transactions_aborted.labels(stage=stage).inc()
 
     def record_read(self, topic: str) -> None:
         self.records_read.labels(topic=topic).inc()

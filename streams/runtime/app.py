@@ -57,7 +57,14 @@ def create_transactional_app(settings: Settings, *, registry: CollectorRegistry 
     )
     metrics = Metrics.for_settings(settings, registry if registry is not None else CollectorRegistry())
     stages, bind = build(settings, metrics, default_policy(settings))
-    runtime = Runtime(settings, stages, bind, on_record=metrics.record_read, on_assigned=metrics.retain_partitions)
+    runtime = Runtime(
+        settings,
+        stages,
+        bind,
+        on_record=metrics.record_read,
+        on_abort=metrics.record_aborted,
+        on_assigned=metrics.retain_partitions,
+    )
     web.register(app, metrics, ready=lambda: runtime.ready, detail=lambda: _detail(runtime))
     metrics.locate = runtime.current  # pool gauges belong to the owner of the pool's partition
 

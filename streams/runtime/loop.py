@@ -140,10 +140,6 @@ class _Batch:
     changelog: str | None = None
 
 
-class Fenced(Exception):
-    """The task's transaction could not commit: another worker owns it now, or the broker went away."""
-
-
 class Runtime:
     """Runs the stages in one consumer group (`app_id`) with one transactional producer per task."""
 
@@ -324,7 +320,7 @@ class Runtime:
 
     async def _failed(self, task: Task, exc: Exception) -> None:
         """Fenced, broker gone, or a bug outside the per-record guard: never half a batch."""
-        expected = isinstance(exc, TimeoutError | KafkaError | Fenced)
+        expected = isinstance(exc, TimeoutError | KafkaError)
         log.warning(
             "task %s: transaction failed (%s): back to its last commit",
             task.name,

@@ -418,3 +418,11 @@ def test_transactional_pool_gauges_belong_to_the_partition_being_handled(tmp_pat
 
 def test_current_partition_outside_an_agent_is_none() -> None:
     assert web.current_partition() is None
+
+
+def test_transactional_runtime_counts_aborted_batches_per_stage(tmp_path: Path) -> None:
+    _, relay = build_exposition(tmp_path)
+    assert relay.runtime.on_abort is not None
+    relay.runtime.on_abort("route")
+    relay.runtime.on_abort("route")
+    assert value(relay.ctx.metrics, "leadrelay_transactions_aborted_total", stage="route") == 2
