@@ -237,13 +237,11 @@ def leads_handler(settings: Settings) -> Callable[[Context, Event], Any]:
             deal = parse(DealClosed, msg.value, max_bytes=settings.max_payload_bytes)
             ev = DealUnrouted(deal=deal, origin=origin_of(event), first_seen_at=kafka_time(event))
             lead_id = deal.lead_id
-        if home(lead_id, settings.partitions) != msg.partition:
+        own = home(lead_id, settings.partitions)
+        if own != msg.partition:
             # To the lead's own partition, validated, with its origin; the record keeps its time.
             await ctx.topics.lead_events.send(
-                key=lead_id.encode(),
-                value=dump(ev),
-                timestamp_ms=int(msg.timestamp * 1000),
-                partition=home(lead_id, settings.partitions),
+                key=lead_id.encode(), value=dump(ev), timestamp_ms=int(msg.timestamp * 1000), partition=own
             )
             return
         await on_lead_event(ctx, ev, kafka_time(event))
