@@ -37,6 +37,30 @@ def default_policy(settings: Settings) -> Policy:
     return parse_policy(settings.default_policy_file.read_text())
 
 
+def app_options(settings: Settings) -> dict[str, Any]:
+    """What every leadrelay faust.App is configured with, whichever runtime consumes."""
+    return {
+        "broker": settings.broker_url,
+        "broker_credentials": faust_credentials(settings),
+        "datadir": str(settings.data_dir),
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "web_host": settings.web_host,
+        "web_port": settings.web_port,
+        "web_in_thread": False,
+        # Only the routes docs/operations.md lists: Faust's table, router, graph and stats views would
+        # serve table rows (rep profiles, ledger entries) and the cluster layout to anyone on the port.
+        "web_router_enabled": False,
+        "web_tables_enabled": False,
+        "web_graph_enabled": False,
+        "web_stats_enabled": False,
+        "web_metrics_enabled": False,
+        "producer_linger": settings.producer_linger_ms / 1000,
+        "autodiscover": False,
+        "loghandlers": [],
+    }
+
+
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> LeadRelay:
     if settings.runtime == "transactional":
         from streams.runtime.app import create_transactional_app
@@ -44,23 +68,9 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         return create_transactional_app(settings, registry=registry)
     app = faust.App(
         settings.app_id,
-        broker=settings.broker_url,
-        broker_credentials=faust_credentials(settings),
+        **app_options(settings),
         store=settings.store,
-        datadir=str(settings.data_dir),
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
         topic_allow_declare=True,
-        web_host=settings.web_host,
-        web_port=settings.web_port,
-        web_in_thread=False,
-        # Only the routes docs/operations.md lists: Faust's table, router, graph and stats views would
-        # serve table rows (rep profiles, ledger entries) and the cluster layout to anyone on the port.
-        web_router_enabled=False,
-        web_tables_enabled=False,
-        web_graph_enabled=False,
-        web_stats_enabled=False,
-        web_metrics_enabled=False,
         processing_guarantee=settings.processing_guarantee,
         broker_max_poll_interval=settings.max_poll_interval_seconds,
         broker_session_timeout=settings.session_timeout_seconds,
@@ -69,9 +79,6 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         table_standby_replicas=settings.standby_replicas,
         # One writer per pool: an agent handles its partitions' events strictly in order.
         stream_buffer_maxsize=4096,
-        producer_linger=settings.producer_linger_ms / 1000,
-        autodiscover=False,
-        loghandlers=[],
     )
     metrics = Metrics.for_settings(settings, registry if registry is not None else CollectorRegistry())
     gaps = GapReader(settings)

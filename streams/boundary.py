@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from streams.context import Context
-from streams.dlq import dead_letter
+from streams.dlq import dead_letter, dead_letter_unexpected
 from streams.errors import InvalidInput
 from streams.fence import run_fenced
 from streams.gaps import OffsetTracker, repair
@@ -45,18 +45,7 @@ async def handle_guarded(
         await dead_letter(ctx, event, exc, agent=agent)
     except Exception as exc:
         handled = False
-        msg = event.message
-        log.exception(
-            "unexpected error in %s at %s[%s]@%s",
-            agent,
-            msg.topic,
-            msg.partition,
-            msg.offset,
-            extra={"agent": agent, "topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
-        )
-        ctx.metrics.record_internal_error(agent)
-        # Not retried in place (that would reorder the pool's log): ops can replay it from the DLQ.
-        await dead_letter(ctx, event, exc, agent=agent)
+        await dead_letter_unexpected(ctx, event, exc, agent=agent)
     # Also after a failure part-way: the rows written are what this worker's store now holds. (A
     # cancellation, at shutdown, skips this: the event was not finished and is handled again.)
     for table in writes:

@@ -37,6 +37,22 @@ async def dead_letter(ctx: Context, event: Any, error: BaseException, *, agent: 
     )
 
 
+async def dead_letter_unexpected(ctx: Context, event: Any, error: BaseException, *, agent: str) -> None:
+    """A bug hit while handling one record: log it with topic[partition]@offset, count it, and dead-letter
+    the record (not retried in place: that would reorder the log; ops replay it from the DLQ)."""
+    msg = event.message
+    log.exception(
+        "unexpected error in %s at %s[%s]@%s",
+        agent,
+        msg.topic,
+        msg.partition,
+        msg.offset,
+        extra={"agent": agent, "topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
+    )
+    ctx.metrics.record_internal_error(agent)
+    await dead_letter(ctx, event, error, agent=agent)
+
+
 async def send_dead_letter(
     ctx: Context,
     *,

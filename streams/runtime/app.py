@@ -11,11 +11,11 @@ from faust.app.base import BootStrategy
 from prometheus_client import CollectorRegistry
 
 from streams import web
+from streams.app import LeadRelay, app_options, default_policy
 from streams.context import Context, Topics
 from streams.metrics import Metrics
 from streams.runtime.loop import Runtime
 from streams.runtime.stages import build
-from streams.security import faust_credentials
 from streams.settings import Settings
 
 log = logging.getLogger("leadrelay.runtime")
@@ -33,28 +33,7 @@ class App(faust.App):  # type: ignore[misc]
 
 
 def create_transactional_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> Any:
-    from streams.app import LeadRelay, default_policy
-
-    app = App(
-        settings.app_id,
-        broker=settings.broker_url,
-        broker_credentials=faust_credentials(settings),
-        store="memory://",
-        datadir=str(settings.data_dir),
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
-        web_host=settings.web_host,
-        web_port=settings.web_port,
-        web_in_thread=False,
-        web_router_enabled=False,
-        web_tables_enabled=False,
-        web_graph_enabled=False,
-        web_stats_enabled=False,
-        web_metrics_enabled=False,
-        producer_linger=settings.producer_linger_ms / 1000,
-        autodiscover=False,
-        loghandlers=[],
-    )
+    app = App(settings.app_id, **app_options(settings), store="memory://")
     metrics = Metrics.for_settings(settings, registry if registry is not None else CollectorRegistry())
     stages, bind = build(settings, metrics, default_policy(settings))
     runtime = Runtime(

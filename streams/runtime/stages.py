@@ -44,11 +44,11 @@ from streams import logs
 from streams.boundary import kafka_time
 from streams.codecs import dump, parse, parse_internal
 from streams.context import Context
-from streams.dlq import dead_letter
+from streams.dlq import dead_letter, dead_letter_unexpected
 from streams.errors import InvalidInput
 from streams.metrics import Metrics
 from streams.poolcache import PoolCache
-from streams.runtime.loop import Event, Message, Outbox, Stage, Task
+from streams.runtime.loop import Event, Outbox, Stage, Task
 from streams.runtime.store import Overlay
 from streams.settings import Settings
 from streams.tables import MATCH_KINDS, ROUTE_KINDS, SEP
@@ -167,7 +167,6 @@ def binder(settings: Settings, metrics: Metrics) -> Callable[[Task], Context]:
 def guarded(
     agent: str,
     handle: Callable[[Context, Event], Any],
-    metrics: Metrics,
     on_error: Callable[[], None] | None = None,
 ) -> Callable[[Context, Event], Any]:
     """Every failure of one record is classified here, once: invalid input goes to the dead-letter topic;
@@ -189,17 +188,7 @@ def guarded(
             raise  # not the record's fault (fenced, broker gone): the whole batch aborts and is redone
         except Exception as exc:
             _undo(overlay, on_error)
-            msg = event.message
-            log.exception(
-                "unexpected error in %s at %s[%s]@%s",
-                agent,
-                msg.topic,
-                msg.partition,
-                msg.offset,
-                extra={"agent": agent, "topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
-            )
-            metrics.record_internal_error(agent)
-            await dead_letter(ctx, event, exc, agent=agent)
+            await dead_letter_unexpected(ctx, event, exc, agent=agent)
 
     return run
 
@@ -317,7 +306,7 @@ def build(settings: Settings, metrics: Metrics, default_policy: Policy) -> tuple
         return ctx
 
     async def route_handle(ctx: Context, event: Event) -> None:
-        await route.handle_event(ctx, caches[_partition(event)], event)
+        await route.handle_event(ctx, caches[event.message.partition], event)
 
     def clear_caches() -> None:
         for cache in caches.values():
@@ -327,14 +316,14 @@ def build(settings: Settings, metrics: Metrics, default_policy: Policy) -> tuple
         Stage(
             "leads",
             (settings.topic_leads_new, settings.topic_deals_closed, lead_events_topic(settings)),
-            guarded("leads", leads_handler(settings), metrics),
+            guarded("leads", leads_handler(settings)),
             table="match",
             housekeeping=leads_housekeeping,
         ),
         Stage(
             "route",
             (pool_events_topic(settings),),
-            guarded("route", route_handle, metrics, on_error=clear_caches),
+            guarded("route", route_handle, on_error=clear_caches),
             table="route",
             housekeeping=route_housekeeping,
             on_reset=clear_caches,
@@ -342,16 +331,12 @@ def build(settings: Settings, metrics: Metrics, default_policy: Policy) -> tuple
         Stage(
             "roster",
             (settings.topic_reps_roster,),
-            guarded("ingest_roster", ingest_roster.handle, metrics),
+            guarded("ingest_roster", ingest_roster.handle),
             table="rep-pools",
         ),
-        Stage("policies", (settings.topic_policies,), guarded("ingest_policies", ingest_policies.handle, metrics)),
+        Stage("policies", (settings.topic_policies,), guarded("ingest_policies", ingest_policies.handle)),
     ]
     return stages, bind
 
 
-def _partition(event: Event) -> int:
-    return event.message.partition
-
-
-__all__ = ["Message", "build", "home"]
+__all__ = ["build", "home"]

@@ -268,7 +268,7 @@ async def test_a_record_that_fails_leaves_no_table_write_behind(h: Harness) -> N
         if event.message.key == b"bad":
             raise RuntimeError("a bug after the first write")
 
-    handle = guarded("test", half_done, h.metrics)
+    handle = guarded("test", half_done)
     for offset, key in enumerate((b"good-1", b"bad", b"good-2")):
         await handle(task.ctx, Event(Message(h.settings.topic_leads_new, 0, offset, NOW.timestamp(), key, b"{}")))
     sent = h.commit(task)
