@@ -7,7 +7,7 @@ VENV := .venv/bin
 PYTHONS_EXTRA ?= 3.12 3.13
 FAST := -m 'not integration and not slow'
 
-.PHONY: venv sysdeps demo test test-fast test-pythons lint chaos bench kafka-start kafka-stop clean
+.PHONY: venv sysdeps demo test test-fast test-pythons lint schemas chaos bench kafka-start kafka-stop clean
 
 venv:
 	@scripts/bootstrap.sh
@@ -40,6 +40,11 @@ lint: venv
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
 	$(VENV)/mypy
+
+# Regenerate schemas/json/ (the published JSON Schemas) from the models; docs/contracts.md. The drift test in
+# tests/unit fails `make test` when they are out of date.
+schemas: venv
+	$(VENV)/python -m schemas.publish
 
 chaos: venv
 	$(VENV)/python -m pytest -q -m slow

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import faust
-
 from agents.ingest_leads import origin_of
 from routing.policy import PolicyError, parse_policy
 from schemas.internal import PolicyChanged
-from streams.boundary import guarded_agent
 from streams.codecs import check_size, dump
-from streams.context import Context
 from streams.errors import InvalidPolicy, KeyMismatch
+from streams.runtime.context import Context
+from streams.runtime.loop import Event
 
 
-async def handle(ctx: Context, event: Any) -> None:
+async def handle(ctx: Context, event: Event) -> None:
     pool = event.key.decode("utf-8", "replace") if event.key else ""
     if not pool:
         raise KeyMismatch("policy records are keyed by their pool", field="key")
@@ -34,7 +32,3 @@ async def handle(ctx: Context, event: Any) -> None:
     except ValueError:
         raise KeyMismatch(f"key {pool!r} is not a valid pool id", field="key") from None
     await ctx.topics.pool_events.send(key=pool.encode(), value=dump(change))
-
-
-def register(app: faust.App, ctx: Context) -> Any:
-    return guarded_agent(app, ctx, ctx.topics.policies, "ingest_policies", handle)

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import faust
-
 from schemas.events import RepUpdated
 from schemas.internal import RepChanged
-from streams.boundary import guarded_agent
 from streams.codecs import dump, parse
-from streams.context import Context
 from streams.errors import KeyMismatch
-from streams.fence import barrier
+from streams.runtime.context import Context
+from streams.runtime.loop import Event
 
 
-async def handle(ctx: Context, event: Any) -> None:
+async def handle(ctx: Context, event: Event) -> None:
     key = event.key.decode("utf-8", "replace") if event.key else None
     profile: RepUpdated | None = None
     if event.value:  # None or empty: a tombstone deleting the rep from every pool
@@ -31,12 +26,7 @@ async def handle(ctx: Context, event: Any) -> None:
     for pool in sorted(before | after):
         change = RepChanged(pool=pool, rep_id=rep_id, profile=profile if pool in after else None)
         await ctx.topics.pool_events.send(key=pool.encode(), value=dump(change))
-    await barrier(ctx)  # no stale write after a stall in the sends above (streams/fence.py)
     if after:
         ctx.tables.rep_pools[rep_id] = sorted(after)
     elif before:
         del ctx.tables.rep_pools[rep_id]
-
-
-def register(app: faust.App, ctx: Context) -> Any:
-    return guarded_agent(app, ctx, ctx.topics.reps_roster, "ingest_roster", handle, writes=(ctx.tables.rep_pools,))

@@ -1,40 +1,81 @@
-"""match_deals: keep the lead index (lead -> pool, owner) and route every lead and deal through it.
+"""match_deals: the leads stage. Keeps the lead index (lead -> pool, owner) and sends every lead and
+deal on to its pool's log.
 
-Leads and deals are keyed by lead_id like the index, so a lead, its deals and its index entry are in
-one ordered log. A lead's first arrival fixes its pool in the index; a re-send that resolves to another
-pool goes to the first one, where it is a duplicate (one lead, one effective decision, one load), until
+Leads and deals are keyed by lead_id like the index, so a lead, its deals and its index entry are in one
+ordered log. A lead's first arrival fixes its pool in the index; a re-send that resolves to another pool
+goes to the first one, where it is a duplicate (one lead, one effective decision, one load), until
 explicit re-routing exists. A deal that overtakes its lead is parked (a few per lead) until the lead
-arrives; past `unknown_lead_wait_seconds` it goes to its named pool if it names pool and rep (a lead decided
-outside leadrelay still teaches performance), else to the DLQ as unknown_lead.
+arrives; past `unknown_lead_wait_seconds` it goes to its named pool if it names pool and rep (a lead
+decided outside leadrelay still teaches performance), else to the DLQ as unknown_lead.
+
+A lead or deal consumed on a partition other than its lead's home partition (a producer that did not
+key by lead_id) is validated and passed on to the home partition of the internal lead-events topic,
+which this stage also reads: the index stays correct whatever key the producer used.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import faust
-
-from schemas.internal import (
-    LEAD_EVENT,
-    DealArrived,
-    DealUnrouted,
-    IndexExpired,
-    LeadArrived,
-    LeadIndexed,
-    PendingExpired,
-)
-from streams import logs
-from streams.boundary import guarded_agent
+from agents import ingest_deals, ingest_leads
+from schemas.internal import LEAD_EVENT, DealArrived, DealUnrouted, LeadArrived, LeadIndexed
 from streams.codecs import dump, parse_internal
-from streams.context import Context
-from streams.dlq import send_dead_letter
 from streams.errors import UnknownLead
-from streams.fence import barrier
+from streams.kafka.topics import home_partition, lead_events_topic
+from streams.runtime.boundary import send_dead_letter
+from streams.runtime.context import Context
+from streams.runtime.loop import Event
+from streams.settings import Settings
+from streams.web import logs
 
 log = logging.getLogger("leadrelay.match_deals")
 MAX_PARKED = 10
+SWEEP_ROWS = 5000  # index rows looked at per housekeeping step and task
+
+
+def handler(settings: Settings) -> Callable[[Context, Event], Awaitable[None]]:
+    lead_topic = lead_events_topic(settings)
+
+    async def handle(ctx: Context, event: Event) -> None:
+        msg = event.message
+        if msg.topic == lead_topic:  # already validated, on its lead's partition
+            await on_lead_event(ctx, parse_internal(LEAD_EVENT, msg.value))
+            return
+        ev: LeadArrived | DealUnrouted
+        if msg.topic == settings.topic_leads_new:
+            ev = ingest_leads.arrived(settings, event)
+            lead_id = ev.lead.lead_id
+        else:
+            ev = ingest_deals.unrouted(settings, event)
+            lead_id = ev.deal.lead_id
+        home = home_partition(lead_id, settings.partitions)
+        if home != msg.partition:  # to the lead's own partition, validated, with its origin and time
+            await ctx.topics.lead_events.send(
+                key=lead_id.encode(), value=dump(ev), timestamp_ms=int(msg.timestamp * 1000), partition=home
+            )
+            return
+        await on_lead_event(ctx, ev)
+
+    return handle
+
+
+async def on_lead_event(ctx: Context, ev: object) -> None:
+    """The lead stage keeps time on the wall clock: it decides nothing, and its times measure waits and
+    retention in this worker's own terms."""
+    now = datetime.now(UTC)
+    if isinstance(ev, LeadArrived):
+        with logs.bind(lead_id=ev.lead.lead_id):
+            # index retention counts from first sight here: a backfill of old leads must not expire at once
+            await on_lead(ctx, ev, now)
+    elif isinstance(ev, DealUnrouted):
+        with logs.bind(lead_id=ev.deal.lead_id):
+            await on_deal(ctx, ev, now)
+    elif isinstance(ev, LeadIndexed):  # written by 0.1 workers (schemas/internal.py)
+        on_indexed(ctx, ev, now)
+    else:
+        log.debug("%s request of a 0.1 worker: housekeeping here does it", getattr(ev, "kind", "?"))
 
 
 async def forward(ctx: Context, deal: DealUnrouted, pool: str) -> None:
@@ -60,34 +101,28 @@ async def give_up(ctx: Context, deal: DealUnrouted, lead_id: str, error: Unknown
 async def on_lead(ctx: Context, ev: LeadArrived, now: datetime) -> None:
     t, lead_id = ctx.tables, ev.lead.lead_id
     index = t.lead_index.get(lead_id)
-    if index is None:  # first sight: the pool is fixed now, before the decision comes back
+    if index is None:  # first sight: the pool is fixed now
         t.lead_index[lead_id] = {"pool": ev.pool, "rep_id": None, "decision_id": None, "indexed_at": now.isoformat()}
     elif index["pool"] != ev.pool:
         log.info("re-sent lead resolves to pool %s; its first pool %s stands", ev.pool, index["pool"])
         ev = ev.model_copy(update={"pool": index["pool"]})
-    await ctx.topics.pool_events.send(key=ev.pool.encode(), value=dump(ev))
     waiting = t.parked_deals.get(lead_id)
-    if waiting:  # deals that overtook their lead follow it into the pool log, right behind it
-        for parked in waiting:
-            await forward(ctx, DealUnrouted.model_validate(parked), ev.pool)
-        await barrier(ctx)
+    if waiting:
         del t.parked_deals[lead_id]
+    await ctx.topics.pool_events.send(key=ev.pool.encode(), value=dump(ev))
+    for parked in waiting or ():  # deals that overtook their lead follow it into the pool log
+        await forward(ctx, DealUnrouted.model_validate(parked), ev.pool)
 
 
-async def on_indexed(ctx: Context, ev: LeadIndexed, now: datetime) -> None:
-    t = ctx.tables
-    t.lead_index[ev.lead_id] = {
+def on_indexed(ctx: Context, ev: LeadIndexed, now: datetime) -> None:
+    """A 0.1 worker's index update (it indexed after the decision): applied, so its leads keep their
+    pool. Deals it parked are forwarded by the next lead or given up by housekeeping."""
+    ctx.tables.lead_index[ev.lead_id] = {
         "pool": ev.pool,
         "rep_id": ev.rep_id,
         "decision_id": ev.decision_id,
         "indexed_at": now.isoformat(),
     }
-    waiting = t.parked_deals.get(ev.lead_id)
-    if waiting:
-        for parked in waiting:
-            await forward(ctx, DealUnrouted.model_validate(parked), ev.pool)
-        await barrier(ctx)  # no stale write after a stall in the sends above (streams/fence.py)
-        del t.parked_deals[ev.lead_id]
 
 
 async def on_deal(ctx: Context, ev: DealUnrouted, now: datetime) -> None:
@@ -100,53 +135,31 @@ async def on_deal(ctx: Context, ev: DealUnrouted, now: datetime) -> None:
     if len(parked) >= MAX_PARKED:
         await give_up(ctx, ev, lead_id, UnknownLead(f"more than {MAX_PARKED} deals wait for this lead"))
         return
-    # The wait is measured on the wall clock from parking, so a worker catching up on lag waits too.
     parked.append(ev.model_copy(update={"first_seen_at": now}).model_dump(mode="json"))
     t.parked_deals[lead_id] = parked
 
 
-async def on_pending_expired(ctx: Context, ev: PendingExpired, now: datetime) -> None:
+async def give_up_waiting(ctx: Context, lead_id: str, now: datetime) -> None:
+    """The deals parked for this lead past their wait leave: to their named pool, or dead-lettered."""
     t = ctx.tables
     wait = timedelta(seconds=ctx.settings.unknown_lead_wait_seconds)
-    parked = [DealUnrouted.model_validate(p) for p in t.parked_deals.get(ev.lead_id) or []]
+    parked = [DealUnrouted.model_validate(p) for p in t.parked_deals.get(lead_id) or []]
     keep = [p for p in parked if p.first_seen_at + wait >= now]
-    for deal in (p for p in parked if p.first_seen_at + wait < now):
-        await give_up(ctx, deal, ev.lead_id, UnknownLead("no decision for this lead within the wait", field="lead_id"))
-    if len(keep) != len(parked):
-        await barrier(ctx)
-        if keep:
-            t.parked_deals[ev.lead_id] = [p.model_dump(mode="json") for p in keep]
-        else:
-            del t.parked_deals[ev.lead_id]
-
-
-def on_index_expired(ctx: Context, ev: IndexExpired, now: datetime) -> None:
-    horizon = now - timedelta(days=ctx.settings.index_retention_days)
-    for lead_id in ev.lead_ids:
-        entry = ctx.tables.lead_index.get(lead_id)
-        indexed_at = entry.get("indexed_at") if entry else None
-        if indexed_at and datetime.fromisoformat(indexed_at) < horizon:
-            del ctx.tables.lead_index[lead_id]
-
-
-async def handle_value(ctx: Context, raw: bytes | None) -> None:
-    ev = parse_internal(LEAD_EVENT, raw)
-    now = datetime.now(UTC)
-    if isinstance(ev, LeadArrived):
-        with logs.bind(lead_id=ev.lead.lead_id):
-            await on_lead(ctx, ev, now)
-    elif isinstance(ev, LeadIndexed):
-        await on_indexed(ctx, ev, now)
-    elif isinstance(ev, DealUnrouted):
-        await on_deal(ctx, ev, now)
-    elif isinstance(ev, PendingExpired):
-        await on_pending_expired(ctx, ev, now)
+    if len(keep) == len(parked):
+        return
+    if keep:
+        t.parked_deals[lead_id] = [p.model_dump(mode="json") for p in keep]
     else:
-        on_index_expired(ctx, ev, now)
+        del t.parked_deals[lead_id]
+    for deal in (p for p in parked if p.first_seen_at + wait < now):
+        await give_up(ctx, deal, lead_id, UnknownLead("no decision for this lead within the wait", field="lead_id"))
 
 
-def register(app: faust.App, ctx: Context) -> Any:
-    async def handle(ctx: Context, event: Any) -> None:
-        await handle_value(ctx, event.value)
-
-    return guarded_agent(app, ctx, ctx.topics.lead_events, "match_deals", handle, writes=(ctx.tables.match,))
+async def housekeeping(ctx: Context, now: datetime) -> None:
+    """Parked deals past their wait, index entries past retention: in the task's own transaction."""
+    for lead_id in [k for k, _ in ctx.tables.parked_deals.items()]:  # few: deals wait minutes at most
+        await give_up_waiting(ctx, lead_id, now)
+    horizon = (now - timedelta(days=ctx.settings.index_retention_days)).isoformat()
+    for lead_id, entry in ctx.tables.lead_index.sweep(SWEEP_ROWS):
+        if entry and entry.get("indexed_at") and entry["indexed_at"] < horizon:
+            del ctx.tables.lead_index[lead_id]

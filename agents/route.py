@@ -1,13 +1,11 @@
-"""route: the core agent. One pool event in, the pure core decides, tables and decisions out."""
+"""route: the route stage. One pool event in, the pure core decides, table rows and decisions out."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import faust
 from pydantic import ValidationError
 
 from routing import fairness
@@ -19,21 +17,20 @@ from schemas.internal import (
     POOL_EVENT,
     DealArrived,
     LeadArrived,
-    LeadIndexed,
-    LedgerExpired,
     PolicyChanged,
     RepChanged,
 )
-from streams import logs
-from streams.boundary import guarded_agent, kafka_time
 from streams.codecs import dump, parse_internal
-from streams.context import Context
 from streams.errors import InvalidPolicy, StalePolicy, UnknownLead
-from streams.fence import check_before_writes
-from streams.poolcache import PoolCache
-from streams.tables import key
+from streams.runtime.boundary import kafka_time
+from streams.runtime.context import Context
+from streams.runtime.loop import Event
+from streams.runtime.poolcache import PoolCache
+from streams.runtime.tables import key
+from streams.web import logs
 
 log = logging.getLogger("leadrelay.route")
+SWEEP_ROWS = 5000  # ledger rows looked at per housekeeping step and task
 
 
 async def on_lead(ctx: Context, cache: PoolCache, ev: LeadArrived, now: datetime) -> AssignmentDecision:
@@ -49,22 +46,12 @@ async def on_lead(ctx: Context, cache: PoolCache, ev: LeadArrived, now: datetime
     return decision
 
 
-async def index(ctx: Context, ev: LeadArrived, decision: AssignmentDecision) -> None:
-    """Faust runtime only: tell the lead log the decision's owner (the transactional runtime's lead
-    stage already pinned the pool, and deals need nothing more)."""
-    lead_id = ev.lead.lead_id
-    indexed = LeadIndexed(lead_id=lead_id, pool=ev.pool, rep_id=decision.rep_id, decision_id=decision.decision_id)
-    await ctx.topics.lead_events.send(key=lead_id.encode(), value=dump(indexed))
-
-
 def decide_and_record(ctx: Context, cache: PoolCache, ev: LeadArrived, now: datetime) -> AssignmentDecision:
     """First sight of a lead: decide, write ledger then state, keep the frame and metrics current."""
     t, m = ctx.tables, ctx.metrics
     frame, policy = cache.frame(ev.pool), cache.policy(ev.pool)
     result = assign(ev.lead, frame, policy, None, now=now)
     decision = result.decision
-    check_before_writes(ctx)  # a stall during the decision: settle group membership before writing
-    # Ledger first: if the worker dies between writes, a replayed lead is a duplicate, not a re-decision.
     t.ledger[key(ev.pool, ev.lead.lead_id)] = result.entry.to_dict()
     if result.load is not None and decision.rep_id is not None:
         t.loads[key(ev.pool, decision.rep_id)] = result.load.to_dict()
@@ -164,48 +151,38 @@ def on_policy(ctx: Context, cache: PoolCache, ev: PolicyChanged) -> None:
     ctx.metrics.set_policy(ev.pool, policy.id, policy.version, variants)
 
 
-def on_expire(ctx: Context, ev: LedgerExpired, now: datetime) -> None:
+def on_expire(ctx: Context, pool: str, lead_ids: list[str], now: datetime) -> None:
     retention = timedelta(days=ctx.settings.ledger_retention_days)
-    for lead_id in ev.lead_ids:
-        ledger_key = key(ev.pool, lead_id)
+    for lead_id in lead_ids:
+        ledger_key = key(pool, lead_id)
         stored = ctx.tables.ledger.get(ledger_key)
         if stored and expired(LedgerEntry.from_dict(stored), now=now, retention=retention):
             del ctx.tables.ledger[ledger_key]
 
 
-async def handle_event(ctx: Context, cache: PoolCache, event: Any) -> tuple[LeadArrived, AssignmentDecision] | None:
+async def housekeeping(ctx: Context, now: datetime) -> None:
+    """Closed ledger entries past retention leave, a bounded sweep step at a time, in the task's own
+    transaction."""
+    retention = timedelta(days=ctx.settings.ledger_retention_days)
+    for ledger_key, stored in ctx.tables.ledger.sweep(SWEEP_ROWS):
+        if stored and expired(LedgerEntry.from_dict(stored), now=now, retention=retention):
+            del ctx.tables.ledger[ledger_key]
+
+
+async def handle_event(ctx: Context, cache: PoolCache, event: Event) -> None:
     """One pool-log record. The clock enters here, at the edge, and is passed into the core: the time
     the event entered the pool's log (its record timestamp, written by this app), not the wall clock, so
-    handling the same record again (a successor after a crash, a replay offline) decides the same way.
-    Returns the lead and its decision for a lead event."""
+    handling the same record again (a redone batch, a replay offline) decides the same way."""
     now = kafka_time(event)
     ev = parse_internal(POOL_EVENT, event.value)
     if isinstance(ev, LeadArrived):
         with logs.bind(lead_id=ev.lead.lead_id, pool=ev.pool):
-            return ev, await on_lead(ctx, cache, ev, now)
-    if isinstance(ev, RepChanged):
+            await on_lead(ctx, cache, ev, now)
+    elif isinstance(ev, RepChanged):
         on_rep(ctx, cache, ev)
     elif isinstance(ev, DealArrived):
         on_deal(ctx, cache, ev, now)
     elif isinstance(ev, PolicyChanged):
         on_policy(ctx, cache, ev)
-    else:
-        on_expire(ctx, ev, now)
-    return None
-
-
-def register(app: faust.App, ctx: Context, default_policy: Policy) -> Any:
-    cache = PoolCache(ctx, default_policy)
-    # Recovery after a rebalance rewrites tables underneath the cache: start from the tables again.
-    app.on_partitions_revoked.connect(cache.clear)
-    app.on_partitions_assigned.connect(cache.clear)
-
-    async def handle(ctx: Context, event: Any) -> None:
-        ev = await handle_event(ctx, cache, event)
-        if isinstance(ev, tuple):
-            await index(ctx, *ev)
-
-    route = guarded_agent(app, ctx, ctx.topics.pool_events, "route", handle, writes=(ctx.tables.route,))
-
-    route.cache = cache  # type: ignore[attr-defined]  # for tests and introspection
-    return route
+    else:  # a 0.1 worker's housekeeping request (schemas/internal.py)
+        on_expire(ctx, ev.pool, ev.lead_ids, now)

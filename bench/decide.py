@@ -21,7 +21,7 @@ from routing.ledger import assign
 from routing.model import Load, PoolState, Rep
 from routing.policy import DEFAULT_POLICY, Policy, parse_policy
 from schemas.events import LeadCreated
-from streams import synthetic
+from streams.tools import synthetic
 
 FULL = Path(__file__).resolve().parent.parent / "deploy" / "policies" / "full.yaml"
 SIZES = (10, 100, 1000, 5000)

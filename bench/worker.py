@@ -1,14 +1,14 @@
 """The worker benchmark of issue 10: one run, one local broker, baselines measured next to leadrelay.
 
-    python -m bench worker [--quick] [--leads N] [--ledger N] [--latency-seconds S] [--runtimes faust,transactional]
+    python -m bench worker [--quick] [--leads N] [--ledger N] [--latency-seconds S]
 
 Rows (docs/benchmarks.md says what each one measures and how):
 
 1. plain aiokafka copy: consume N records, produce each to another topic;
 2. bare Faust agent forwarding each record (bench/faustagent.py, its own process);
 3. the same agent writing one table row per record, under at_least_once and under exactly_once;
-4. leadrelay's backfill of N leads (4 pools, 200 reps, already on leads.new when the worker starts), per
-   runtime, against row 3 under the matching guarantee (faust: at_least_once, transactional: exactly_once);
+4. leadrelay's backfill of N leads (4 pools, 200 reps, already on leads.new when the worker starts),
+   against row 3 under the same guarantee (exactly_once: one Kafka transaction per batch);
 5. lead-to-committed-decision latency at 500 leads/s offered against the running worker;
 6. a worker that lost its disk, with N_LEDGER ledger entries in its route changelog: start to /readyz
    and resident memory once ready.
@@ -40,15 +40,15 @@ from bench import ledgerseed
 from bench.faustagent import first_mark
 from bench.kafkaio import count_until, create_topics, produce_bulk, reader
 from schemas.events import RepUpdated
-from streams import localkafka, synthetic
-from streams.admin import ensure_topics
+from streams.kafka.admin import ensure_topics
 from streams.settings import Settings
-from streams.supervise import WorkerProcess, free_port
+from streams.tools import localkafka, synthetic
+from streams.tools.supervise import WorkerProcess, free_port
 
 POOLS = ("dach", "emea", "americas", "apac")
 REPS = 200
-RUNTIMES = ("faust", "transactional")
-GUARANTEE = {"faust": "at_least_once", "transactional": "exactly_once"}  # the bare row each runtime is held to
+RUNTIMES = ("transactional",)  # leadrelay 0.1 also had a Faust runtime; the rows keep their label
+GUARANTEE = {"transactional": "exactly_once"}  # the bare row leadrelay is held to
 TARGET_RATIO = 0.7
 TARGET_P99_MS = 250.0
 TARGET_READY_S = 60.0
@@ -114,12 +114,11 @@ def roster() -> list[tuple[bytes, bytes]]:
     return [(r.rep_id.encode(), r.model_dump_json().encode()) for r in reps]
 
 
-def leadrelay_env(bootstrap: str, ns: str, runtime: str) -> dict[str, str]:
+def leadrelay_env(bootstrap: str, ns: str) -> dict[str, str]:
     return {
         "LEADRELAY_BOOTSTRAP_SERVERS": bootstrap,
         "LEADRELAY_APP_ID": f"bench-{ns}",
         "LEADRELAY_LOG_LEVEL": "warning",
-        "LEADRELAY_RUNTIME": runtime,
         **Settings.namespaced_topics(ns),
     }
 
@@ -309,7 +308,7 @@ def memory_mb(pid: int) -> tuple[float | None, float | None]:
 
 def run_runtime(bootstrap: str, runtime: str, p: Params, tmp: Path) -> tuple[Backfill, Latency, Recovery]:
     ns = f"{runtime[:5]}{uuid.uuid4().hex[:6]}"
-    env = leadrelay_env(bootstrap, ns, runtime)
+    env = leadrelay_env(bootstrap, ns)
     settings = Settings.from_env(env)
     asyncio.run(ensure_topics(settings))
     asyncio.run(produce_bulk(bootstrap, settings.topic_reps_roster, roster()))
@@ -364,7 +363,7 @@ def report(
     for label, key in rows:
         print(f"{label:<52}{base[key]:>8.0f}{base[key] / copy:>8.3f}x")
     for runtime, (fill, _, _) in results.items():
-        label = f"leadrelay backfill, LEADRELAY_RUNTIME={runtime}"
+        label = "leadrelay backfill"
         if fill.error:
             print(f"{label:<52}{'failed':>8}   {fill.error.splitlines()[0][:100]}")
             continue
@@ -426,9 +425,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--leads", type=int, help="records per throughput row (default 20,000)")
     parser.add_argument("--ledger", type=int, help="ledger entries for row 6 (default 1,000,000)")
     parser.add_argument("--latency-seconds", type=float, help="seconds of offered load in row 5 (default 20)")
-    parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma separated (default: both)")
     args = parser.parse_args(argv or [])
-    p = Params(runtimes=tuple(r for r in args.runtimes.split(",") if r))
+    p = Params()
     if args.quick:
         p.leads, p.ledger, p.latency_seconds = 2_000, 20_000, 5.0
     p.leads = args.leads or p.leads

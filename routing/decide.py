@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from routing import availability, fairness
+from routing import availability, fairness, pairmodel
+from routing.exploration import explore
 from routing.frame import PoolFrame
 from routing.ids import decision_id, unit_hash
 from routing.learning import features
-from routing.policy import Policy, Relaxation, Strategy, TagNeed, ValueTier
+from routing.policy import Growth, Policy, Relaxation, Strategy, TagNeed, ValueTier
 from schemas.events import AssignmentDecision, Explanation, LeadCreated, ScoredRep, ShadowDecision
 
 F64 = npt.NDArray[np.float64]
@@ -130,7 +131,9 @@ def route(lead: LeadCreated, policy: Policy) -> Route:
     if policy.growth and unit_hash("growth", lead.lead_id) < policy.growth.share:
         lowest = min((t.min_value for t in policy.value_tiers), default=0.0)
         growth = policy.growth.include_premium or tier is None or tier.min_value <= lowest
-    feats = features(lead, tier.name if tier else None)
+    learn = policy.learning
+    tier_name = tier.name if tier else None
+    feats = features(lead, tier_name, learn.features, learn.size_bands) if learn else features(lead, tier_name)
     return Route(value, tier, name, policy.strategies[name], rule, variant, growth, feats)
 
 
@@ -336,6 +339,9 @@ class _Evaluation:
     relaxed: list[str]
     notes: list[str]
     order: npt.NDArray[np.int64]  # positions into idx, best first
+    post: pairmodel.Posterior | None = None  # with an objective: the pair model's posterior
+    scale: F64 | None = None  # value of a win, in the objective's units
+    cost: F64 | None = None  # load cost, in the same units
 
 
 def _evaluate(
@@ -365,15 +371,42 @@ def _evaluate(
         empty = np.zeros(0)
         return _Evaluation(idx, empty, {}, {}, empty, excluded, relaxed, notes, np.zeros(0, dtype=np.int64))
     comps, facts, eff = _scores(frame, idx, lead, r, policy)
-    weights = {k: w for k, w in r.strategy.scorers.items() if w > 0}
-    total_weight = sum(weights.values()) or 1.0
-    total = sum((comps[k] * w for k, w in weights.items()), np.zeros(len(idx))) / total_weight
+    post = scale = cost = None
+    if r.strategy.objective is not None and policy.learning is not None:
+        total, post, scale, cost = _expected(frame, idx, r, policy, now)
+        facts.update(p_win=post.p, p_sd=post.sd, deals=post.deals, expected_value=scale * post.p, load_cost=cost)
+    else:
+        weights = {k: w for k, w in r.strategy.scorers.items() if w > 0}
+        total_weight = sum(weights.values()) or 1.0
+        total = sum((comps[k] * w for k, w in weights.items()), np.zeros(len(idx))) / total_weight
     rank = frame.rotation_rank()[idx]
     # Best score first; among equal scores the tie-break scorers in turn, then rotation order (lexsort
     # sorts by its last key first).
     ties = [-np.round(comps[name], 9) for name in reversed(r.strategy.tie_break)]
     order = np.lexsort((rank, *ties, -np.round(total, 9)))
-    return _Evaluation(idx, total, comps, facts, eff, excluded, relaxed, notes, order)
+    return _Evaluation(idx, total, comps, facts, eff, excluded, relaxed, notes, order, post, scale, cost)
+
+
+def _expected(
+    frame: PoolFrame, idx: npt.NDArray[np.int64], r: Route, policy: Policy, now: datetime
+) -> tuple[F64, pairmodel.Posterior, F64, F64]:
+    """Expected value of giving the lead to each eligible rep, minus the cost of the load it adds, both
+    in the objective's units (no rescaling across reps: a noisy difference stays a small one)."""
+    objective, learn = r.strategy.objective, policy.learning
+    assert objective is not None and learn is not None  # checked by the caller
+    post = pairmodel.posterior(frame, idx, r.features, learn, now)
+    cap = frame.capacity[idx]
+    if objective.unit == "probability" or r.value <= 0:  # a lead without a value: decide on P(won)
+        scale = np.ones(len(idx))
+    elif objective.unit == "revenue":
+        scale = np.full(len(idx), r.value)
+    else:
+        finite = frame.capacity[np.isfinite(frame.capacity)]
+        largest = float(finite.max()) if len(finite) and finite.max() > 0 else 1.0
+        scale = r.value / np.where(np.isfinite(cap), np.maximum(cap, 1.0), largest)
+    ev = scale * post.p
+    cost = objective.load_cost * float(ev.mean()) * (1.0 - _load(cap, frame.open[idx]))
+    return ev - cost, post, scale, cost
 
 
 def _scored(frame: PoolFrame, ev: _Evaluation, pos: int) -> ScoredRep:
@@ -386,17 +419,58 @@ def _scored(frame: PoolFrame, ev: _Evaluation, pos: int) -> ScoredRep:
     )
 
 
-def _select(ev: _Evaluation, strategy: Strategy, lead_id: str, attempt: int) -> int | None:
-    """Position (into ev.idx) of the chosen rep; None for the claim pool or nobody."""
+def _select(
+    frame: PoolFrame,
+    ev: _Evaluation,
+    strategy: Strategy,
+    policy: Policy,
+    r: Route,
+    lead_id: str,
+    attempt: int,
+    now: datetime,
+) -> tuple[int | None, list[str]]:
+    """Position (into ev.idx) of the chosen rep, None for the claim pool or nobody; and notes saying
+    when exploration or a fairness bound changed the choice."""
     if len(ev.idx) == 0 or strategy.selector.type == "claim_pool":
-        return None
-    if strategy.selector.type == "weighted_draw":
+        return None, []
+    if strategy.selector.type == "weighted_draw" and strategy.objective is None:
         ordered = ev.order[np.argsort(ev.idx[ev.order], kind="stable")]  # draw over ids in a fixed order
         p = np.maximum(ev.total[ordered], 1e-9) ** (1.0 / strategy.selector.temperature)
         cumulative = np.cumsum(p / p.sum())
         u = unit_hash("draw", lead_id, str(attempt))
-        return int(ordered[min(int(np.searchsorted(cumulative, u, side="right")), len(ordered) - 1)])
-    return int(ev.order[0])
+        pos = int(ordered[min(int(np.searchsorted(cumulative, u, side="right")), len(ordered) - 1)])
+    else:
+        pos = int(ev.order[0])
+    order, notes = _explored(frame, ev, strategy, lead_id, attempt, pos)
+    if policy.bounds is None:
+        return order[0], notes
+    growth = policy.growth or Growth()
+    members = frame.growth_members(now, growth.tiers, growth.new_rep_days)
+    reps = [int(ev.idx[k]) for k in order]
+    choice = fairness.within_bounds(reps, r.value, policy.bounds, frame, members, frame.ids)
+    if choice.note:
+        notes.append(choice.note)
+    return order[reps.index(choice.rep)], notes
+
+
+def _explored(
+    frame: PoolFrame, ev: _Evaluation, strategy: Strategy, lead_id: str, attempt: int, first: int
+) -> tuple[list[int], list[str]]:
+    """The eligible reps in order of preference: the first choice, or the rep exploration tries."""
+    order = [first, *(int(k) for k in ev.order if int(k) != first)]
+    x = strategy.exploration
+    if x is None or ev.post is None or ev.scale is None or ev.cost is None:
+        return order, []
+    tried = explore(x, ev.total, ev.order, ev.post, ev.scale, ev.cost, lead_id, attempt)
+    if tried is None:
+        return order, []
+    order.remove(tried.pos)
+    best, alt = frame.ids[int(ev.idx[tried.best])], frame.ids[int(ev.idx[tried.pos])]
+    note = (
+        f"explored ({tried.why}): {alt} (expected {ev.total[tried.pos]:.4g}, P(win) {ev.post.p[tried.pos]:.2f}"
+        f" +/- {ev.post.sd[tried.pos]:.2f}) instead of {best} (expected {ev.total[tried.best]:.4g})"
+    )
+    return [tried.pos, *order], [note]
 
 
 def evaluate(
@@ -411,7 +485,7 @@ def evaluate(
     frame.refresh(now, policy.performance.window_days)
     r = route(lead, policy)
     ev = _evaluate(frame, lead, r, policy, now, exclude)
-    pos = _select(ev, r.strategy, lead.lead_id, attempt)
+    pos, selected = _select(frame, ev, r.strategy, policy, r, lead.lead_id, attempt, now)
     chosen = _scored(frame, ev, pos) if pos is not None else None
     ranked = [int(p) for p in ev.order[: policy.runners_up + 1] if pos is None or int(p) != pos]
     runners = [_scored(frame, ev, p) for p in ranked[: policy.runners_up]]
@@ -435,7 +509,7 @@ def evaluate(
         runners_up=runners,
         eligible=len(ev.idx),
         excluded=dict(sorted(ev.excluded.items())),
-        notes=ev.notes,
+        notes=ev.notes + selected,
     )
     decision = AssignmentDecision(
         decision_id=decision_id(lead.lead_id, attempt),
@@ -477,7 +551,7 @@ def _shadow(
 ) -> ShadowDecision:
     alt = Route(r.value, r.tier, name, policy.strategies[name], r.rule, r.variant, r.growth, r.features)
     ev = _evaluate(frame, lead, alt, policy, now, exclude)
-    pos = _select(ev, alt.strategy, lead.lead_id, attempt)
+    pos, _ = _select(frame, ev, alt.strategy, policy, alt, lead.lead_id, attempt, now)
     if pos is None:
         return ShadowDecision(strategy=name, rep_id=None)
     return ShadowDecision(strategy=name, rep_id=frame.ids[int(ev.idx[pos])], score=round(float(ev.total[pos]), 6))
@@ -512,6 +586,12 @@ def _summary(reason: str, chosen: ScoredRep | None, eligible: int, excluded: dic
         return f"no eligible rep ({tail}); {how}"
     top = sorted(chosen.components.items(), key=lambda kv: -kv[1] * weights.get(kv[0], 0.0))[:3]
     parts = ", ".join(f"{k} {v:.2f}" for k, v in top)
+    if "p_win" in chosen.facts:
+        f = chosen.facts
+        parts = (
+            f"P(win) {f['p_win']:.2f} +/- {f['p_sd']:.2f} from {f['deals']:.1f} deals,"
+            f" expected {f['expected_value']:.4g} - load {f['load_cost']:.4g}"
+        )
     opened, capacity = int(chosen.facts.get("open", 0)), chosen.facts.get("capacity")
     held = f"{opened} open (no limit)" if capacity is None else f"{opened}/{int(capacity)} open"
     return f"score {chosen.score:.3f} ({parts}), {held}; {how}; {tail}"

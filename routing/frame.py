@@ -28,6 +28,11 @@ def day_keys(now: datetime) -> tuple[str, str, date]:
     return today.isoformat(), f"{iso.year}-W{iso.week:02d}", today
 
 
+def _model_day(model: Mapping[str, Any] | None) -> float:
+    day = (model or {}).get("t")
+    return float("nan") if day is None else float(day)
+
+
 class PoolFrame:
     def __init__(
         self,
@@ -70,6 +75,12 @@ class PoolFrame:
         self.revenue = np.zeros(n)
         self.base_won = np.array([(m or {}).get("n", (0, 0))[0] for m in self.models], dtype=np.float64)
         self.base_lost = np.array([(m or {}).get("n", (0, 0))[1] for m in self.models], dtype=np.float64)
+        # The day each rep's counts are as of (decaying models); nan: a row that never decays.
+        self.model_day = np.array([_model_day(m) for m in self.models], dtype=np.float64)
+        self.assigned = np.zeros(n)
+        tiers = sorted({r.tier for r in self.reps})
+        self.tier_ids = np.array([tiers.index(r.tier) for r in self.reps], dtype=np.int64)
+        self.tier_count = len(tiers)
         self._features: dict[str, tuple[F64, F64]] = {}
         self._tags: dict[str, F64] = {}
         self._tier_masks: dict[tuple[str, ...], B] = {}
@@ -93,6 +104,7 @@ class PoolFrame:
     def _load_columns(self, i: int) -> None:
         load = self.loads[i]
         self.open[i], self.value[i], self.premium[i], self.vpass[i] = load.open, load.value, load.premium, load.vpass
+        self.assigned[i] = load.assigned
         if self._day is not None:
             self.day_count[i], self.day_value[i], self.week_count[i] = load.counts_on(*self._day)
 
@@ -114,6 +126,7 @@ class PoolFrame:
             return
         self.models[i] = model
         self.base_won[i], self.base_lost[i] = model.get("n", (0, 0))
+        self.model_day[i] = _model_day(model)
         per = model.get("f") or {}
         for feature, (won, lost) in self._features.items():
             won[i], lost[i] = per.get(feature, (0, 0))

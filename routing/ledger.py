@@ -29,6 +29,9 @@ class LedgerEntry:
     closed_at: str | None = None  # the deal's own closed_at (event time)
     features: tuple[str, ...] = field(default_factory=tuple)
     released_at: str | None = None  # when the worker applied the close (wall clock): retention counts from here
+    # The half-life (days) of the policy that decided the lead: its outcome teaches the model with it,
+    # so the learned rows follow from the log alone (None: the legacy, never-forgetting counts).
+    half_life: float | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LedgerEntry:
@@ -40,6 +43,7 @@ class LedgerEntry:
             data.get("closed_at"),
             tuple(data.get("features") or ()),
             data.get("released_at"),
+            data.get("half_life"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -51,6 +55,7 @@ class LedgerEntry:
             "closed_at": self.closed_at,
             "features": list(self.features),
             "released_at": self.released_at,
+            **({"half_life": self.half_life} if self.half_life is not None else {}),
         }
 
     @property
@@ -91,6 +96,14 @@ def assign(
     outcome = evaluate(lead, frame, policy, now=now)
     decision = outcome.decision
     feats = tuple(outcome.route.features) if outcome.route else ()
+    learn = policy.learning
+    if learn is not None and learn.load_bands and outcome.index is not None:
+        # How loaded the rep was when it took the lead: the model learns what overload costs.
+        i = outcome.index
+        feats = (*feats, learning.load_band(float(frame.open[i]), float(frame.capacity[i])))
+    if learn is not None and learn.tag_prior > 0 and learn.learn_tags and outcome.index is not None:
+        # Whether the rep had declared a tag for this lead: the pool learns what a declared tag is worth.
+        feats = (*feats, f"tag={learning.tag_level(frame.reps[outcome.index].tags, feats)}")
     new_load = new_state = None
     if outcome.index is not None and decision.rep_id is not None:
         today, week, _ = day_keys(now)
@@ -112,6 +125,7 @@ def assign(
         rep_id=decision.rep_id,
         value=outcome.value,
         features=feats,
+        half_life=learn.half_life_days if learn is not None else None,
     )
     return Assigned(decision, new_entry, new_load, new_state, duplicate=False)
 
@@ -132,7 +146,9 @@ def close(
     credited = deal.rep_id or (entry.rep_id if entry else None)
     new_buckets = performance.record(buckets or {}, deal.outcome, deal.amount, deal.closed_at) if credited else None
     new_model = (
-        learning.update(model, list(entry.features), deal.outcome == "won") if credited and entry is not None else None
+        learning.update(model, entry.features, deal.outcome == "won", at=deal.closed_at, half_life=entry.half_life)
+        if credited and entry is not None
+        else None
     )
     if entry is None:
         return Closed(None, None, credited, new_buckets, None, duplicate=False)

@@ -51,6 +51,82 @@ class Relaxation(_Model):
     ignore_working_hours: bool = False
 
 
+FEATURE_NAMES = ("industry", "product", "country", "source", "language", "region", "company_size", "value_tier")
+Feature = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^(industry|product|country|source|language|region|company_size"
+        r"|value_tier|attributes\.[A-Za-z0-9_.:-]{1,64})$"
+    ),
+]
+
+
+class Learning(_Model):
+    """The calibrated pair model P(won | lead, rep) (routing/pairmodel.py): which lead features it
+    learns from, how fast old deals fade, and how strongly thin evidence is shrunk toward the rep's
+    tier and the pool."""
+
+    features: Annotated[list[Feature], Field(min_length=0, max_length=12)] = Field(
+        default_factory=lambda: ["industry", "product", "company_size", "region", "value_tier"]
+    )
+    size_bands: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=8)] = Field(
+        default_factory=lambda: [50, 250, 1000], description="company_size band boundaries, ascending"
+    )
+    half_life_days: Annotated[float, Field(gt=0, le=3650)] | None = Field(
+        90.0, description="a deal's weight halves every this many days of event time; None = never forgets"
+    )
+    prior_won: Annotated[float, Field(gt=0)] = 1.0  # the pool's Beta prior
+    prior_lost: Annotated[float, Field(gt=0)] = 3.0
+    shrink: Annotated[float, Field(gt=0, le=1000)] = 8.0  # pseudo-deals pulling a rep (tier) to its tier (pool)
+    feature_shrink: Annotated[float, Field(gt=0, le=1000)] = 6.0  # the same for a rep's rate on one feature
+    tag_prior: Annotated[float, Field(ge=0, le=2)] = 0.15  # log-odds per declared tag level matching the lead
+    # True: how much a declared tag is worth is learned from the pool's deals (tag_prior is its prior);
+    # False: tag_prior is taken as it is. tag_prior 0 ignores declared tags altogether.
+    learn_tags: bool = True
+    load_bands: bool = True  # learn how conversion falls with the rep's load (its own units, no guesswork)
+
+    @model_validator(mode="after")
+    def _ascending(self) -> Learning:
+        if self.size_bands != sorted(set(self.size_bands)):
+            raise ValueError("size_bands: must be ascending and distinct")
+        if len(set(self.features)) != len(self.features):
+            raise ValueError("features: a feature may be listed once")
+        return self
+
+
+class Objective(_Model):
+    """Decide on expected value in the model's own units instead of a weighted mean of [0, 1] scores."""
+
+    unit: Literal["probability", "revenue", "revenue_per_capacity"] = "revenue"
+    # Opportunity cost of filling a rep, in the same units: load_cost x the pool's mean expected value
+    # x the rep's open / capacity (a full rep costs load_cost leads' worth of expected value).
+    load_cost: Annotated[float, Field(ge=0, le=10)] = 0.3
+
+
+class Exploration(_Model):
+    """Try reps whose strength is uncertain, within a budget of expected value given up per lead."""
+
+    method: Literal["thompson", "ucb"] = "thompson"
+    share: Share = 1.0  # fraction of leads (by hash of lead_id) on which exploring is allowed
+    budget: Share = 0.15  # a lead may go to a rep whose expected value is at most this fraction below the best
+    ucb_width: Annotated[float, Field(ge=0, le=5)] = 1.0  # ucb: mean + width x standard deviation
+    min_deals: Annotated[float, Field(ge=0)] = 5.0  # reps with fewer (decayed) closed deals are explored first
+
+
+class Bounds(_Model):
+    """Fairness as a constraint: the selector takes the best rep that keeps these bounds (docs/policies.md)."""
+
+    max_value_ratio: Annotated[float, Field(ge=1, le=100)] | None = Field(
+        1.2, description="a rep's value received / its fair share (capacity x weight) may not pass this"
+    )
+    slack_leads: Annotated[float, Field(ge=1, le=100)] = 2.0  # leads' worth of value allowed above the ratio
+    max_gini: Annotated[float, Field(ge=0, le=1)] | None = None  # of value per fair share, over active reps
+    min_growth_ratio: Annotated[float, Field(ge=0, le=10)] | None = Field(
+        None, description="growth reps' share of leads / their fair share may not fall below this"
+    )
+    min_leads: Annotated[int, Field(ge=0)] = 20  # gini and growth bounds apply once the pool handed out this many
+
+
 class Selector(_Model):
     type: Literal["argmax", "weighted_draw", "claim_pool"] = "argmax"
     temperature: Annotated[float, Field(gt=0, le=100)] = 1.0  # weighted_draw: probability ~ score ** (1/T)
@@ -69,10 +145,16 @@ class Strategy(_Model):
     # can never outweigh the scorers (a small weight in `scorers` can, once capacities are large).
     tie_break: Annotated[list[ScorerName], Field(max_length=len(SCORERS))] = Field(default_factory=list)
     selector: Selector = Field(default_factory=Selector)
+    objective: Objective | None = Field(None, description="decide on expected value (needs the policy's learning)")
+    exploration: Exploration | None = None
 
     @model_validator(mode="after")
     def _some_weight(self) -> Strategy:
-        if self.selector.type != "claim_pool" and not any(self.scorers.values()):
+        if self.exploration is not None and self.objective is None:
+            raise ValueError("exploration: needs an objective (it explores over the expected value)")
+        if self.objective is not None and self.selector.type == "weighted_draw":
+            raise ValueError("selector: an objective decides by argmax (exploration replaces weighted_draw)")
+        if self.selector.type != "claim_pool" and self.objective is None and not any(self.scorers.values()):
             raise ValueError("scorers: at least one scorer needs a weight > 0")
         if len(set(self.tie_break)) != len(self.tie_break):
             raise ValueError("tie_break: a scorer may be listed once")
@@ -165,6 +247,8 @@ class Policy(_Model):
     performance: Performance = Field(default_factory=Performance)
     rotation: Rotation = Field(default_factory=Rotation)
     runners_up: Annotated[int, Field(ge=0, le=10)] = 3
+    learning: Learning | None = Field(None, description="the calibrated pair model; None = the legacy counts")
+    bounds: Bounds | None = Field(None, description="fairness bounds on argmax selection")
 
     @model_validator(mode="after")
     def _strategies_exist(self) -> Policy:
@@ -182,6 +266,8 @@ class Policy(_Model):
         names = [t.name for t in self.value_tiers]
         if len(set(names)) != len(names):
             raise ValueError("value_tiers: names must be unique")
+        if self.learning is None and any(s.objective for s in self.strategies.values()):
+            raise ValueError("learning: a strategy with an objective needs the policy's `learning` section")
         if self.premium_cap and self.premium_cap.tier not in names:
             raise ValueError(f"premium_cap.tier: unknown value tier {self.premium_cap.tier!r}")
         return self

@@ -22,7 +22,8 @@ SCHEMA_VERSION: Literal[1] = 1
 # Ids travel as Kafka keys and table-key parts: printable, bounded, no separators we use ("|").
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")]
 PoolId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
-Label = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
+# pattern \S: a no-op after stripping, it tells JSON Schema readers that blank is not a label.
+Label = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True, pattern=r"\S")]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._:-]*$")]
 Text = Annotated[str, StringConstraints(max_length=256)]
 AttrValue = Annotated[str, StringConstraints(max_length=256)] | int | float | bool
@@ -98,6 +99,9 @@ class DealClosed(_Event):
     pool: PoolId | None = None
 
 
+Level = Annotated[int, Field(ge=1, le=5)]
+TagLevels = Annotated[dict[Tag, Level], Field(max_length=64)]
+TagList = Annotated[list[Tag], Field(max_length=64)]  # accepted on input: each tag at level 1
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 Shift = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-4]):[0-5][0-9]$")]
 
@@ -116,9 +120,9 @@ class RepUpdated(_Event):
     rep_id: Id
     pools: Annotated[list[PoolId], Field(max_length=32)]
     tier: Tag = "standard"
-    tags: Annotated[
-        dict[Tag, Annotated[int, Field(ge=1, le=5)]], BeforeValidator(_tags_as_levels), Field(max_length=64)
-    ] = Field(default_factory=dict)
+    tags: Annotated[TagLevels, BeforeValidator(_tags_as_levels, json_schema_input_type=TagLevels | TagList)] = Field(
+        default_factory=dict
+    )
     capacity: Annotated[int, Field(ge=0, le=100_000)] | None = Field(
         10, description="Max open leads, in each pool; null = unlimited"
     )

@@ -3,7 +3,7 @@
 #   prometheus       -> promtool (check metrics/rules/config, test rules) and the Prometheus server that
 #                       tests/integration/test_observability.py scrapes the worker with
 #   docker-compose   -> `docker-compose config`, the compose file check of tests/deploy (no daemon needed)
-#   default-jre-headless, maven -> the local Kafka broker of the integration tests (streams/localkafka.py)
+#   default-jre-headless, maven -> the local Kafka broker of the integration tests (streams/tools/localkafka.py)
 #   python3-venv     -> scripts/bootstrap.sh creates .venv with it
 # Debian 12 (bookworm) or later, as root (or with sudo). Services are never started by the install: the
 # Debian prometheus package would otherwise launch a server on :9090 on machines that honour invoke-rc.d.

@@ -10,14 +10,26 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
 
 from routing.territory import TerritoryRule
 from schemas.events import PoolId
 
 ENV_PREFIX = "LEADRELAY_"
 CONFIG_FILE_ENV = "LEADRELAY_CONFIG_FILE"
-# LEADRELAY_* variables that are not settings but are read elsewhere: the local broker (streams/localkafka.py)
+# Settings of leadrelay 0.1's Faust runtime, gone with it: named, so a leftover gets a precise warning.
+REMOVED = {
+    f"LEADRELAY_{name}": "removed with the Faust runtime: one Kafka transaction per batch needs none of it"
+    for name in (
+        "RUNTIME",
+        "PROCESSING_GUARANTEE",
+        "STANDBY_REPLICAS",
+        "STORE",
+        "REBUILD_AFTER_CRASH",
+        "COMMIT_INTERVAL_SECONDS",
+    )
+}
+# LEADRELAY_* variables that are not settings but are read elsewhere: the local broker (streams/tools/localkafka.py)
 # and the test and chaos suites (tests/conftest.py, tests/chaos/conftest.py). Not warned about.
 OTHER_ENV = frozenset(
     {
@@ -37,7 +49,19 @@ def _env(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
-_PATH_FIELDS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "data_dir", "default_policy_file", "roster_file")
+_PATH_FIELDS = (
+    "ssl_cafile",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "data_dir",
+    "default_policy_file",
+    "roster_file",
+    "ingress_sources_file",
+    "ingress_tls_certfile",
+    "ingress_tls_keyfile",
+    "sink_owner_map_file",
+    "sink_record_map_file",
+)
 
 
 def _relative_to(values: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -82,51 +106,32 @@ class Settings(BaseModel):
     topic_policies: str = Field("routing.policies", description="Input: policies (compacted, key pool)")
     topic_assignments: str = Field("leads.assignments", description="Output: decisions (key lead_id)")
     topic_dlq: str = Field("leads.dlq", description="Output: rejected input with reason headers")
+    topic_sink_dlq: str = Field(
+        "leads.sink.dlq", description="Output of `sink webhook`: decisions the CRM refused, with the response"
+    )
     partitions: Annotated[int, Field(ge=1, le=1024)] = Field(
         4, description="Partitions of every topic leadrelay creates (pool/lead co-partitioning needs one count)"
     )
     replication_factor: Annotated[int, Field(ge=1)] = Field(1, description="Replication of created topics")
     create_topics: bool = Field(True, description="Create missing topics at start-up")
 
-    # Consumer group behaviour (Faust/aiokafka); defaults suit a worker that never blocks.
+    # Consumer group behaviour (the runtime's consumer); defaults suit a worker that never blocks.
     max_poll_interval_seconds: Annotated[float, Field(gt=0)] = Field(
         300, description="A worker silent this long is dropped from the group and its partitions move"
     )
     session_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
         30, description="Heartbeat session timeout: how fast a dead worker's partitions move"
     )
-    commit_interval_seconds: Annotated[float, Field(gt=0)] = Field(
-        2.8, description="How often consumed offsets are committed (lower: fewer re-deliveries after a crash)"
-    )
     producer_linger_ms: Annotated[float, Field(ge=0, le=1000)] = Field(
         5, description="How long sends wait to be batched: throughput for a few ms of latency"
     )
-    runtime: Literal["faust", "transactional"] = Field(
-        "transactional",
-        description="Who runs the agents: leadrelay's own loop with one Kafka transaction per batch, or (legacy, "
-        "to be removed) Faust's at-least-once streams with the project's own changelog protocol",
-    )
-    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
-        "at_least_once",
-        description="Faust's processing guarantee; exactly_once is measured in docs/reliability.md and not "
-        "recommended (decisions are sent outside its transactions)",
-    )
-    standby_replicas: Annotated[int, Field(ge=0)] = Field(
-        1, description="Warm table copies on other workers, for fast failover"
-    )
 
     # State and web
-    store: str = Field("rocksdb://", description="Faust table store (rocksdb:// or memory://)")
     data_dir: Path = Field(Path(".state/worker"), description="Directory of the local table store")
-    rebuild_after_crash: bool = Field(
-        True,
-        description="After a stop that was not clean (kill -9, OOM, crash), rebuild the local table store from "
-        "the changelogs: it may hold writes the changelogs never got",
-    )
     web_host: str = Field("127.0.0.1", description="Bind address of /metrics and health endpoints")
     web_port: Annotated[int, Field(ge=1, le=65535)] = Field(6066, description="Port of the web server")
 
-    # Metrics (label cardinality bounds; see streams/metrics.py)
+    # Metrics (label cardinality bounds; see streams/web/metrics.py)
     metrics_max_pools: Annotated[int, Field(ge=1)] = Field(
         200, description="Pools that get their own metric series; later pools are folded/dropped and counted"
     )
@@ -163,6 +168,59 @@ class Settings(BaseModel):
         65536, description="Larger input records go to the DLQ as payload_too_large"
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level")
+
+    # HTTP ingress (`leadrelay ingress`, streams/ingress/): its API port; /metrics stays on web_port.
+    ingress_host: str = Field("127.0.0.1", description="Bind address of the ingress API")
+    ingress_port: Annotated[int, Field(ge=1, le=65535)] = Field(8080, description="Port of the ingress API")
+    ingress_sources_file: Path | None = Field(
+        None, description="YAML/JSON mapping source name -> shared HMAC secret (required by `ingress`)"
+    )
+    ingress_replay_window_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        300, description="A signed request is accepted this long either side of its timestamp, and only once"
+    )
+    ingress_tls_certfile: Path | None = Field(None, description="Server certificate (chain) of the ingress: HTTPS")
+    ingress_tls_keyfile: Path | None = Field(None, description="Private key of ingress_tls_certfile")
+    ingress_max_in_flight: Annotated[int, Field(ge=1)] = Field(
+        2000, description="Records awaiting Kafka's acknowledgement; more are answered 429"
+    )
+    ingress_max_batch_lines: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        500, description="Most JSON lines in one batch POST"
+    )
+    ingress_ack_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
+        10, description="How long a request waits for Kafka's acknowledgement before it is answered 503"
+    )
+
+    # CRM delivery (`leadrelay sink webhook`, streams/sink/)
+    sink_group_id: str = Field("leadrelay-sink", description="Consumer group of the sink (its own offsets)")
+    sink_template: Literal["generic", "salesforce", "hubspot", "zoho"] = Field(
+        "generic", description="Request shape: generic JSON webhook, or a CRM's owner update"
+    )
+    sink_url: str | None = Field(
+        None, description="Webhook URL (generic) or the CRM's API base URL (required by `sink webhook`)"
+    )
+    sink_token: SecretStr | None = Field(None, description="Bearer / OAuth token sent to the CRM (never logged)")
+    sink_signing_secret: SecretStr | None = Field(
+        None, description="Generic webhook: sign each request like the ingress verifies (X-Leadrelay-Signature)"
+    )
+    sink_salesforce_api_version: Annotated[str, StringConstraints(pattern=r"^v[0-9]+\.[0-9]$")] = Field(
+        "v60.0", description="Salesforce REST API version in the request path"
+    )
+    sink_owner_map_file: Path | None = Field(
+        None, description="YAML/JSON mapping rep_id -> CRM owner id (unset: the rep_id is the owner id)"
+    )
+    sink_record_map_file: Path | None = Field(
+        None, description="YAML/JSON mapping lead_id -> CRM record id (unset: the lead_id is the record id)"
+    )
+    sink_timeout_seconds: Annotated[float, Field(gt=0)] = Field(10, description="Timeout of one CRM request")
+    sink_backoff_initial_seconds: Annotated[float, Field(gt=0)] = Field(
+        0.5, description="First retry waits up to this long (full jitter, doubling per attempt)"
+    )
+    sink_backoff_max_seconds: Annotated[float, Field(gt=0)] = Field(
+        60, description="Longest wait between two attempts (also caps Retry-After)"
+    )
+    sink_give_up_seconds: Annotated[float, Field(gt=0)] = Field(
+        3600, description="A decision still failing after this long is dead-lettered as retries_exhausted"
+    )
 
     @property
     def broker_url(self) -> str:
@@ -211,6 +269,9 @@ class Settings(BaseModel):
         unknown = sorted(n for n in environ if n.upper().startswith(ENV_PREFIX) and n not in known)
         cut = len(ENV_PREFIX)  # compare what follows the prefix: the shared prefix would make anything "close"
         for name in unknown:
+            if name.upper() in REMOVED:
+                log.warning("%s is ignored: %s (docs/operations.md, upgrading from 0.1)", name, REMOVED[name.upper()])
+                continue
             close = difflib.get_close_matches(name.upper()[cut:], [k[cut:] for k in known], n=1)
             hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
             log.warning("%s is not a leadrelay setting and is ignored%s", name, hint)

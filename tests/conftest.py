@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from streams import localkafka
+from streams.tools import localkafka
 from tests import factories
 
 

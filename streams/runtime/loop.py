@@ -34,14 +34,15 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 from aiokafka.structs import TopicPartition
 
-from streams.changelog import decode_key, is_end_key
+from streams.kafka.changelog import decode_key, is_legacy_end_key
+from streams.kafka.security import client_kwargs
 from streams.runtime.store import Overlay, PartitionStore
-from streams.security import client_kwargs
 from streams.settings import Settings
 
 log = logging.getLogger("leadrelay.runtime")
 
-MAX_RECORDS = 500  # per fetch: a batch is at most this many records per task
+MAX_RECORDS = 500  # per fetch
+MAX_BACKLOG = 5000  # records waiting for a task's commit before its inputs are paused
 STALE_STORE_SECONDS = 20 * 3600  # below the changelogs' delete.retention.ms (24 h by default)
 RESTORE_IDLE_FETCHES = 30  # empty 1 s fetches in a row before a restore counts as stalled
 
@@ -124,6 +125,14 @@ class Task:
     ready: bool = False
     next_housekeeping: float = 0.0
     setup: asyncio.Task[None] | None = field(default=None, repr=False)
+    # Records fetched while the task's previous batch commits; they make its next batch.
+    backlog: list[Any] = field(default_factory=list, repr=False)
+    committing: asyncio.Task[None] | None = field(default=None, repr=False)
+    held: bool = False  # inputs paused because the backlog is full
+
+    @property
+    def busy(self) -> bool:
+        return self.committing is not None and not self.committing.done()
 
     @property
     def name(self) -> str:
@@ -185,7 +194,9 @@ class Runtime:
         return f"{self.settings.app_id}-{table}-changelog"
 
     def _store(self, stage: Stage, partition: int) -> PartitionStore | None:
-        if stage.table is None:
+        # leads.new and deals.closed may have more partitions than the tables: their records there are
+        # never home (streams/kafka/topics.home_partition) and only passed on, so such a task has no table.
+        if stage.table is None or partition >= self.settings.partitions:
             return None
         key = (stage.name, partition)
         if key not in self.stores:
@@ -215,10 +226,12 @@ class Runtime:
         await self.consumer.start()
         try:
             while not self._stopping.is_set():
-                batch = await self.consumer.getmany(timeout_ms=100, max_records=MAX_RECORDS)
+                # While batches commit or wait, come back soon: a finished commit frees its task's backlog.
+                waiting = any(t.busy or t.backlog for t in self.tasks.values())
+                batch = await self.consumer.getmany(timeout_ms=5 if waiting else 100, max_records=MAX_RECORDS)
                 async with self._lock:
-                    await self._process(batch)
-                    await self._housekeeping()
+                    self._take(batch)
+                    await self._step()
         finally:
             self.joined = False  # not ready from here on, whatever the tasks said
             async with self._lock:
@@ -234,28 +247,42 @@ class Runtime:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stopped.wait(), timeout=30)
 
-    async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        by_task: dict[tuple[str, int], list[Any]] = defaultdict(list)
+    def _take(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """Fetched records join their task's backlog (a task not ready drops them: they are fetched
+        again from the committed offset once it is)."""
+        assert self.consumer is not None
         for tp, records in batch.items():
-            stage = self.by_topic[tp.topic]
-            by_task[(stage.name, tp.partition)].extend(records)
-        handled = []
-        for key, records in by_task.items():
-            task = self.tasks.get(key)
+            task = self.tasks.get((self.by_topic[tp.topic].name, tp.partition))
             if task is None or not task.ready:
-                continue  # revoked or resetting: the records are fetched again from the committed offset
-            records.sort(key=lambda r: (r.topic, r.offset))  # per partition in offset order
-            batch_of_task = await self._handle(task, records)
-            if batch_of_task is not None:
-                handled.append(batch_of_task)
-        # Handling is CPU and runs task by task; the commits are round trips, so they overlap.
-        await asyncio.gather(*(self._commit(b) for b in handled))
+                continue
+            task.backlog.extend(records)
+            if len(task.backlog) >= MAX_BACKLOG and not task.held:
+                task.held = True
+                self.consumer.pause(*task.inputs)
 
-    async def _transaction(self, task: Task, records: Iterable[Any], *, now: datetime | None = None) -> None:
-        """One batch of one task: handle, then changelog rows and input offsets, then commit."""
-        batch = await self._handle(task, records, now=now)
-        if batch is not None:
-            await self._commit(batch)
+    async def _step(self) -> None:
+        """Every task that is not committing handles its backlog (and its housekeeping when due) as one
+        batch, and its commit starts. Commits are round trips, so they run in the background: the loop
+        goes on handling other tasks' records and fetching while they complete, and a task's next batch
+        starts only after its previous one committed."""
+        assert self.consumer is not None
+        now = time.monotonic()
+        for task in list(self.tasks.values()):
+            if not task.ready or task.busy:
+                continue
+            due = task.stage.housekeeping is not None and now >= task.next_housekeeping
+            if not task.backlog and not due:
+                continue
+            records, task.backlog = task.backlog, []
+            if task.held:
+                task.held = False
+                self.consumer.resume(*task.inputs)
+            records.sort(key=lambda r: (r.topic, r.offset))  # per partition in offset order
+            if due:
+                task.next_housekeeping = now + self.settings.housekeeping_interval_seconds
+            batch = await self._handle(task, records, now=datetime.now(UTC) if due else None)
+            if batch is not None:
+                task.committing = asyncio.create_task(self._commit(batch), name=f"commit-{task.name}")
 
     async def _handle(self, task: Task, records: Iterable[Any], *, now: datetime | None = None) -> _Batch | None:
         """Open the task's transaction and handle the records (and housekeeping, with `now`) in it."""
@@ -335,13 +362,6 @@ class Runtime:
         fenced = isinstance(exc, ProducerFenced | InvalidProducerEpoch)
         await self._reset(task, delay=2 * self.settings.session_timeout_seconds if fenced else 0.0)
 
-    async def _housekeeping(self) -> None:
-        now = time.monotonic()
-        for task in list(self.tasks.values()):
-            if task.ready and task.stage.housekeeping is not None and now >= task.next_housekeeping:
-                task.next_housekeeping = now + self.settings.housekeeping_interval_seconds
-                await self._transaction(task, (), now=datetime.now(UTC))
-
     async def lag(self) -> dict[tuple[str, int], int]:
         """Committed-offset lag of every input partition of a ready task (end = last stable offset)."""
         consumer = self.consumer
@@ -367,6 +387,7 @@ class Runtime:
         if task.stage.on_reset is not None:
             task.stage.on_reset()
         task.ready = False
+        task.backlog, task.held = [], False  # fetched again from the committed offsets
         await self._close_producer(task)
         assert self.consumer is not None
         self.consumer.pause(*task.inputs)
@@ -379,6 +400,10 @@ class Runtime:
                 await producer.stop()
 
     async def _close_tasks(self, tasks: list[Task]) -> None:
+        for task in tasks:  # batches in flight commit (or abort) first
+            if task.committing is not None:
+                with contextlib.suppress(BaseException):
+                    await task.committing
         for task in tasks:
             if task.setup is not None and not task.setup.done():
                 task.setup.cancel()
@@ -518,7 +543,7 @@ async def restore(settings: Settings, topic: str, partition: int, store: Partiti
             for record in fetched.get(tp, []):
                 last = record.offset
                 key = decode_key(record.key)  # also a changelog the Faust runtime wrote (JSON-quoted keys)
-                if not is_end_key(key):  # ... whose event-group terminators are not rows
+                if not is_legacy_end_key(key):  # ... whose event-group terminators are not rows
                     rows[key] = record.value
             if last is not None:
                 store.apply(rows, last)

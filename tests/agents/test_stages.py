@@ -9,116 +9,19 @@ deals following their lead, housekeeping inside the task, and no send back from 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
-from prometheus_client import CollectorRegistry
 
-from routing.policy import DEFAULT_POLICY
 from schemas.events import RepUpdated
 from schemas.internal import LeadIndexed, PendingExpired, RepChanged
-from streams.metrics import Metrics
-from streams.runtime.loop import Event, Message, Outbox, Stage, Task
-from streams.runtime.stages import build, home
-from streams.runtime.store import Overlay, PartitionStore
-from streams.settings import Settings
-from streams.topics import lead_events_topic, pool_events_topic
+from streams.kafka.topics import home_partition as home
+from streams.kafka.topics import lead_events_topic, pool_events_topic
+from streams.runtime.loop import Event, Message
+from tests.agents.conftest import NOW, PARTITIONS, Harness
 
 pytestmark = pytest.mark.asyncio
-PARTITIONS = 4
-NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-@dataclass
-class Sent:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: dict[str, bytes] = field(default_factory=dict)
-    timestamp_ms: int | None = None
-    partition: int | None = None
-
-    def json(self) -> Any:
-        return orjson.loads(self.value) if self.value else None
-
-
-class CaughtOutbox(Outbox):
-    def __init__(self) -> None:
-        self.sent: list[Sent] = []
-
-    async def send(self, topic: str, *, key: bytes | None, value: bytes | None, **kw: Any) -> None:
-        self.sent.append(
-            Sent(topic, key, value, dict(kw.get("headers") or ()), kw.get("timestamp_ms"), kw.get("partition"))
-        )
-
-
-class Harness:
-    """One task per (stage, partition), built as the runtime builds them; commit() applies a batch."""
-
-    def __init__(self, tmp: Path, **settings: Any) -> None:
-        self.settings = Settings(partitions=PARTITIONS, data_dir=tmp, **settings)
-        self.metrics = Metrics.for_settings(self.settings, CollectorRegistry())
-        stages, self.bind = build(self.settings, self.metrics, DEFAULT_POLICY)
-        self.stages: dict[str, Stage] = {s.name: s for s in stages}
-        self.tasks: dict[tuple[str, int], Task] = {}
-        self.tmp = tmp
-        self.offsets: dict[tuple[str, int], int] = {}
-
-    def task(self, stage: str, partition: int) -> Task:
-        if (stage, partition) not in self.tasks:
-            s = self.stages[stage]
-            store = PartitionStore(self.tmp / f"{s.table}-{partition}.db") if s.table else None
-            task = Task(s, partition, [], store, Overlay(store) if store else None)
-            task.outbox = CaughtOutbox()
-            task.ctx = self.bind(task)
-            self.tasks[(stage, partition)] = task
-        return self.tasks[(stage, partition)]
-
-    async def feed(
-        self,
-        stage: str,
-        topic: str,
-        partition: int,
-        value: bytes | None,
-        key: bytes | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
-        at: datetime = NOW,
-    ) -> list[Sent]:
-        """Handle one record and commit; return what it sent."""
-        task = self.task(stage, partition)
-        offset = self.offsets.get((topic, partition), 0)
-        self.offsets[(topic, partition)] = offset + 1
-        message = Message(topic, partition, offset, at.timestamp(), key, value, tuple(headers or ()))
-        await task.stage.handle(task.ctx, Event(message))
-        return self.commit(task)
-
-    async def housekeep(self, stage: str, partition: int, now: datetime) -> list[Sent]:
-        task = self.task(stage, partition)
-        assert task.stage.housekeeping is not None
-        await task.stage.housekeeping(task.ctx, now)
-        return self.commit(task)
-
-    def commit(self, task: Task) -> list[Sent]:
-        assert isinstance(task.outbox, CaughtOutbox)
-        sent, task.outbox.sent = task.outbox.sent, []
-        if task.store is not None and task.overlay is not None:
-            task.store.apply(task.overlay.changes(), (task.store.checkpoint or 0) + 1)
-            task.overlay.clear()
-        return sent
-
-    def rows(self, stage: str, partition: int) -> dict[str, Any]:
-        store = self.task(stage, partition).store
-        assert store is not None
-        return dict(store.items())
-
-
-@pytest.fixture
-def h(tmp_path: Path) -> Harness:
-    return Harness(tmp_path)
 
 
 def lead(lead_id: str = "lead-1", **extra: Any) -> bytes:
@@ -172,7 +75,7 @@ async def test_a_deal_off_its_partition_is_passed_on_too(h: Harness) -> None:
     assert (out.topic, out.key, out.json()["kind"]) == (lead_events_topic(h.settings), b"lead-1", "deal")
 
 
-async def test_the_faust_runtimes_lead_log_is_read_on(h: Harness) -> None:
+async def test_the_legacy_runtimes_lead_log_is_read_on(h: Harness) -> None:
     """A worker switched from the Faust runtime finds LeadIndexed and housekeeping requests there."""
     p = home("lead-1", PARTITIONS)
     topic = lead_events_topic(h.settings)
@@ -259,7 +162,7 @@ async def test_route_housekeeping_drops_closed_ledger_entries_past_retention(h: 
 
 async def test_a_record_that_fails_leaves_no_table_write_behind(h: Harness) -> None:
     """The per-record guard undoes a failed record's own writes; the records around it keep theirs."""
-    from streams.runtime.stages import guarded
+    from streams.runtime.boundary import guarded
 
     task = h.task("leads", 0)
 
@@ -277,7 +180,7 @@ async def test_a_record_that_fails_leaves_no_table_write_behind(h: Harness) -> N
 
 
 async def test_a_record_too_big_for_a_produce_request_is_dead_lettered_truncated(h: Harness) -> None:
-    from streams.dlq import MAX_DLQ_VALUE
+    from streams.runtime.boundary import MAX_DLQ_VALUE
 
     huge = b'{"lead_id": "x", "pad": "' + b"y" * (1024 * 1024) + b'"}'
     [dl] = await h.feed("leads", h.settings.topic_leads_new, 0, huge, key=b"x")

@@ -2,7 +2,7 @@
 
 Every scenario runs the same way (the method of Kafka's own exactly-once system tests): start a load
 from an independent producer, inject a fault while it flows, let the load finish, wait until every
-valid lead is decided, then read every topic back and recompute (`streams.verify`, I1-I5).
+valid lead is decided, then read every topic back and recompute (`streams.tools.verify`, I1-I5).
 
 Size: LEADRELAY_CHAOS_SCALE (float, default 1.0) multiplies the lead counts; above 1 the rates stay,
 so a larger scale means a longer load and more decisions per fault; below 1 the rates shrink too, so
@@ -31,19 +31,19 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
 from schemas.events import Contact, DealClosed, LeadCreated, RepUpdated
-from streams import localkafka, synthetic
-from streams.clients import read_all
-from streams.security import client_kwargs
+from streams.kafka.clients import read_all
+from streams.kafka.security import client_kwargs
 from streams.settings import Settings
-from streams.supervise import WorkerProcess
-from streams.verify import Report, verify
+from streams.tools import localkafka, synthetic
+from streams.tools.supervise import WorkerProcess
+from streams.tools.verify import Report, verify
 from tests.integration.conftest import Deployment
 
 SCALE = float(os.environ.get("LEADRELAY_CHAOS_SCALE", "1.0"))
 PARTITIONS = 4
 MAX_PAYLOAD = 4096
 # A short group session lets the group notice a killed or frozen worker in seconds instead of half a
-# minute (a restart after kill -9 took 32 s with Faust's defaults, 7 s with these). 6 s is the broker's
+# minute (a restart after kill -9 took 32 s with the default session timeout, 7 s with these). 6 s is the broker's
 # group.min.session.timeout.ms; the worker derives its heartbeat interval from it.
 FAST_GROUP_ENV = {
     "LEADRELAY_SESSION_TIMEOUT_SECONDS": "6",
@@ -337,7 +337,7 @@ def wait_roster(dep: Deployment, reps: list[RepUpdated], timeout: float = 60.0) 
 
 def settle_and_verify(dep: Deployment, running: list[WorkerProcess], *, timeout: float = 120.0) -> Report:
     """Poll the verifier until the run is consistent (changelogs and parked deals catch up), at most
-    `timeout`; check the `running` workers never died; stop them (Faust flushes and commits) and verify
+    `timeout`; check the `running` workers never died; stop them (each commits or aborts its open batch) and verify
     once more: that final report is the one the test judges. A real violation does not go away by
     waiting, and a transient one must not survive the final check."""
     deadline = time.monotonic() + timeout
@@ -356,7 +356,6 @@ FAILED_VERDICTS: list[str] = []  # printed at the end of the session (CI logs sh
 
 def publish(name: str, report: Report, seconds: float, notes: str = "") -> None:
     """Print the table (visible with -s) and append it to LEADRELAY_CHAOS_RESULTS if set."""
-    name = f"{name} [{_RUNTIME[0]}]"
     text = f"\n### {name}\n\n{notes + chr(10) + chr(10) if notes else ''}{report.table()}\n\n({seconds:.0f} s)\n"
     print(text)
     problems = [f"  {label}: {item}" for label, items in report.problems().items() for item in items[:10]]
@@ -386,32 +385,13 @@ def worker_logs(dep: Deployment, lines: int = 30) -> str:
 # ---------------------------------------------------------------------------------------- fixtures
 
 
-# The battery runs against both runtimes: Faust's at-least-once streams (the default) and the
-# transactional runtime (streams/runtime) that is to replace them (issue 10).
-RUNTIMES = ("faust", "transactional")
-
-
-@pytest.fixture(params=RUNTIMES)
-def chaos(request: pytest.FixtureRequest, kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
-    """Make isolated deployments (own topics, group, state dirs) with the chaos settings, per runtime."""
-    yield from _deployments(kafka_bootstrap, tmp_path, request.param)
-
-
 @pytest.fixture
-def transactional_chaos(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
-    """Deployments of the transactional runtime only (scenarios that need the broker's fencing)."""
-    yield from _deployments(kafka_bootstrap, tmp_path, "transactional")
-
-
-_RUNTIME = ["faust"]  # the runtime of the scenario running now (scenarios run one at a time), for publish()
-
-
-def _deployments(kafka_bootstrap: str, tmp_path: Path, runtime: str) -> Iterator[Callable[..., Deployment]]:
-    _RUNTIME[0] = runtime
+def chaos(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
+    """Make isolated deployments (own topics, group, state dirs) with the chaos settings."""
     made: list[Deployment] = []
 
     def make(bootstrap: str | None = None, **extra: str) -> Deployment:
-        env = {**CHAOS_ENV, "LEADRELAY_RUNTIME": runtime, **extra}
+        env = {**CHAOS_ENV, **extra}
         dep = Deployment(bootstrap or kafka_bootstrap, tmp_path / f"d{len(made)}", PARTITIONS, env)
         made.append(dep)
         return dep

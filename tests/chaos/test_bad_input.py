@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from schemas.events import DealClosed, LeadCreated, RepUpdated
-from streams.clients import read_all
-from streams.security import client_kwargs
+from streams.kafka.clients import read_all
+from streams.kafka.security import client_kwargs
 from streams.settings import Settings
 from tests.chaos.conftest import MAX_PAYLOAD, POOLS, publish, publish_roster, scaled, settle_and_verify, wait_for
 from tests.integration.conftest import Deployment

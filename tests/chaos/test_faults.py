@@ -1,5 +1,5 @@
 """Faults under load: each scenario starts a load, injects its fault mid-stream, lets the load finish,
-waits for every decision and judges the run with the verifier (I1-I5, streams/verify.py)."""
+waits for every decision and judges the run with the verifier (I1-I5, streams/tools/verify.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from streams import localkafka
-from streams.supervise import WorkerProcess
+from streams.tools import localkafka
+from streams.tools.supervise import WorkerProcess
 from tests.chaos.conftest import (
     Load,
     Plan,
@@ -83,7 +83,7 @@ def test_kill9_repeatedly_with_restart(chaos: Callable[..., Deployment]) -> None
 
 def test_rebalance_one_two_one(chaos: Callable[..., Deployment]) -> None:
     """A second worker joins mid-stream (partitions and their tables move to it), then leaves again
-    (they move back): standby and changelog recovery under load, twice."""
+    (they move back): restore from the changelogs under load, twice."""
     dep = chaos()
     w1 = dep.worker("w1")
     run = start_run(dep, scaled(450), rate=25)
@@ -173,13 +173,13 @@ def covers_every_pool(run: Run, lead_ids: set[str]) -> bool:
     return pools == {lead.pool for lead in run.plan.leads}
 
 
-def test_frozen_worker_resumed_after_its_successor_committed(transactional_chaos: Callable[..., Deployment]) -> None:
+def test_frozen_worker_resumed_after_its_successor_committed(chaos: Callable[..., Deployment]) -> None:
     """Issue 10, with the transactional runtime: SIGSTOP one of two busy workers past its session timeout,
     resume it only after its successor has committed decisions for every pool. The broker fences the
     frozen worker (its successor initialised the same transactional ids), so nothing it had in flight
     survives: no decision, load or ledger row of it is ever committed, and the verifier, reading
     committed records only, finds every invariant intact."""
-    dep = transactional_chaos()
+    dep = chaos()
     w1, w2 = dep.worker("w1"), dep.worker("w2")
     run = start_run(dep, scaled(500), rate=25)
     run.load.wait_sent(0.2)

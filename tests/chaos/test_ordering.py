@@ -17,10 +17,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from schemas.events import AssignmentDecision, DealClosed, LeadCreated
-from streams import synthetic
-from streams.clients import read_all
-from streams.security import client_kwargs
+from streams.kafka.clients import read_all
+from streams.kafka.security import client_kwargs
 from streams.settings import Settings
+from streams.tools import synthetic
 from tests.chaos.conftest import (
     POOLS,
     Load,

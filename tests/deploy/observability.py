@@ -53,11 +53,11 @@ def build_exposition(tmp: Path, **settings: Any) -> tuple[str, Any]:
     """The text a worker serves on /metrics before any traffic, and its Metrics object."""
     from prometheus_client import generate_latest
 
-    from streams.app import create_app
+    from streams.runtime.app import create_app
     from streams.settings import Settings
 
-    relay = create_app(Settings(store="memory://", data_dir=tmp, **settings))
-    return generate_latest(relay.ctx.metrics.registry).decode(), relay
+    relay = create_app(Settings(data_dir=tmp, **settings))
+    return generate_latest(relay.metrics.registry).decode(), relay
 
 
 def exposed_series_names(exposition: str) -> set[str]:

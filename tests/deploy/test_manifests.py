@@ -13,8 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from streams.localkafka import KAFKA_VERSION
 from streams.settings import CONFIG_FILE_ENV, Settings
+from streams.tools.localkafka import KAFKA_VERSION
 from tests.deploy.observability import DEPLOY, ROOT, tool
 
 K8S = DEPLOY / "k8s"

@@ -14,12 +14,12 @@ import orjson
 import pytest
 
 from schemas.events import AssignmentDecision, DealClosed, LeadCreated, RepUpdated
-from streams import synthetic
-from streams.changelog import namespace, read_table
-from streams.clients import produce, read_all
+from streams.kafka.changelog import namespace, read_table
+from streams.kafka.clients import produce, read_all
+from streams.runtime.tables import MATCH_KINDS, ROUTE_KINDS, changelog_topic
 from streams.settings import Settings
-from streams.supervise import WorkerProcess, free_port
-from streams.tables import MATCH_KINDS, ROUTE_KINDS, changelog_topic
+from streams.tools import synthetic
+from streams.tools.supervise import WorkerProcess, free_port
 
 
 @dataclass
@@ -89,7 +89,7 @@ class Deployment:
 
     def table(self, name: str) -> dict[str, Any]:
         """A table (or a kind of row: `ledger`, `loads`, ...) as its changelog says, read the way recovery
-        reads it (streams/changelog.py: whole events, newest value per key, tombstones remove)."""
+        reads it (streams/kafka/changelog.py: whole events, newest value per key, tombstones remove)."""
         table = "route" if name in ROUTE_KINDS else "match" if name in MATCH_KINDS else name
         topic = changelog_topic(self.settings.app_id, table)
         rows = read_table(asyncio.run(read_all(self.settings, topic)))

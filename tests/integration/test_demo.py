@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.demo import run_demo
+from streams.tools.demo import run_demo
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""streams.localkafka against a real broker: lifecycle, produce/consume, restart keeps data, CLI.
+"""streams.tools.localkafka against a real broker: lifecycle, produce/consume, restart keeps data, CLI.
 
 These tests start their own broker in a tmp dir and must fail (never skip) when it cannot start.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams import localkafka
+from streams.tools import localkafka
 
 pytestmark = pytest.mark.integration
 

@@ -24,8 +24,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from schemas.events import RepUpdated
-from streams.clients import read_all
-from streams.security import client_kwargs
+from streams.kafka.clients import read_all
+from streams.kafka.security import client_kwargs
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -25,9 +25,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.events import AssignmentDecision, Contact, DealClosed, LeadCreated, RepUpdated
-from streams.clients import partitions_of
-from streams.supervise import WorkerProcess, free_port
-from streams.web import FAUST_LINT_FINDINGS, FAUST_PREFIX
+from streams.kafka.clients import partitions_of
+from streams.tools.supervise import WorkerProcess, free_port
+from streams.web.health import FAUST_LINT_FINDINGS, FAUST_PREFIX
 from tests.deploy.observability import ALERTS, alert_rules, dashboard_exprs, promtool_lint, tool
 from tests.integration.conftest import Deployment
 

@@ -83,7 +83,7 @@ def test_hot_reload_changes_the_next_decision_and_bad_updates_are_refused(deploy
     assert decided(dep, 6)["P0006"].policy_id == "default"
 
     story = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "explain", "P0002"],
+        [sys.executable, "-m", "streams.tools.cli", "explain", "P0002"],
         env={**dep.env, "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.cli import main
+from streams.tools.cli import main
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from schemas.events import Contact, DealClosed, LeadCreated, RepUpdated
-from streams.verify import verify
+from streams.tools import synthetic
+from streams.tools.verify import verify
 
 pytestmark = pytest.mark.integration
 
@@ -240,3 +241,44 @@ def test_a_lead_re_sent_with_another_pool_keeps_its_first_decision_and_load(depl
     report = verify(deployment.settings)
     assert report.ok, report.table()
     assert report.duplicate_decisions == 12
+
+
+def test_leads_on_a_leads_topic_with_more_partitions_than_the_tables_are_decided(deployment) -> None:
+    """leads.new is upstream's topic and may have more partitions than leadrelay's tables: a lead on a
+    partition with no table of its own is passed on to its home partition and decided like any other."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from streams.kafka.security import client_kwargs
+
+    s = deployment.settings
+
+    async def create() -> None:
+        admin = AIOKafkaAdminClient(**client_kwargs(s))
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [NewTopic(s.topic_leads_new, num_partitions=s.partitions + 2, replication_factor=1)]
+            )
+        finally:
+            await admin.close()
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(**client_kwargs(s), acks="all")
+        await producer.start()
+        try:
+            for n in range(s.partitions + 2):  # one lead on every partition, the tableless ones too
+                await producer.send_and_wait(s.topic_leads_new, synthetic.wire(lead(n, "dach")), partition=n)
+        finally:
+            await producer.stop()
+
+    asyncio.run(create())
+    deployment.worker()
+    deployment.send_roster(roster())
+    deployment.settle(3)  # the roster reaches the pool log before the leads
+    asyncio.run(send())
+    decisions = deployment.decisions(at_least=s.partitions + 2)
+    assert sorted({d.lead_id for d in decisions}) == [f"L{n:05d}" for n in range(s.partitions + 2)]
+    assert all(d.rep_id for d in decisions)

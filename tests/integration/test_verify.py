@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from schemas.events import DealClosed, LeadCreated, RepUpdated
-from streams.verify import verify
+from streams.tools.verify import verify
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)

@@ -25,11 +25,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from schemas.events import AssignmentDecision, LeadCreated, RepUpdated
-from streams import localkafka, synthetic
-from streams.clients import produce
-from streams.security import client_kwargs
+from streams.kafka.clients import produce
+from streams.kafka.security import client_kwargs
 from streams.settings import Settings
-from streams.supervise import WorkerProcess, free_port
+from streams.tools import localkafka, synthetic
+from streams.tools.supervise import WorkerProcess, free_port
 from tests.security.certs import Certs, generate
 from tests.security.support import run_refusable
 
@@ -135,7 +135,7 @@ def readable(kafka: AclKafka, principal: str, topic: str) -> int:
 
 
 def test_documented_acls_run_the_worker_and_keep_the_dlq_to_operators(acl_kafka: AclKafka, tmp_path: Path) -> None:
-    cli = [sys.executable, "-m", "streams.cli"]
+    cli = [sys.executable, "-m", "streams.tools.cli"]
     topics = subprocess.run(
         [*cli, "topics"],
         check=False,

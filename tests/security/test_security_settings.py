@@ -1,4 +1,4 @@
-"""streams/security.py without a broker: what each protocol hands to Faust and aiokafka, and what is refused."""
+"""streams/kafka/security.py without a broker: what each protocol hands to Faust and aiokafka, and what is refused."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import faust
 import pytest
 
-from streams.security import check, client_kwargs, faust_credentials, ssl_context
+from streams.kafka.security import check, client_kwargs, faust_credentials, ssl_context
 from streams.settings import Settings, SettingsError
 from tests.security.certs import Certs, generate
 

@@ -25,10 +25,10 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.events import Contact, LeadCreated, RepUpdated
-from streams import localkafka
-from streams.security import client_kwargs, ssl_context
+from streams.kafka.security import client_kwargs, ssl_context
 from streams.settings import Settings
-from streams.supervise import WorkerProcess, free_port
+from streams.tools import localkafka
+from streams.tools.supervise import WorkerProcess, free_port
 from tests.integration.conftest import Deployment
 from tests.security.certs import Certs, generate
 from tests.security.support import run_refusable

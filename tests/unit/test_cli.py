@@ -12,11 +12,11 @@ from typing import NoReturn
 
 import pytest
 
-from streams.admin import TopicMismatch
-from streams.cli import main, parser
-from streams.explain import render
+from streams.kafka.admin import TopicMismatch
+from streams.kafka.topics import topic_specs
 from streams.settings import Settings
-from streams.topics import topic_specs
+from streams.tools.cli import main, parser
+from streams.tools.explain import render
 
 ROOT = Path(__file__).resolve().parents[2]
 LEAD = ROOT / "deploy" / "demo" / "lead.json"
@@ -117,7 +117,7 @@ def _mismatch(*_: object, **__: object) -> NoReturn:
 
 
 @pytest.mark.parametrize(
-    ("command", "target"), [("topics", "streams.admin.ensure_topics"), ("worker", "streams.worker.run")]
+    ("command", "target"), [("topics", "streams.kafka.admin.ensure_topics"), ("worker", "streams.runtime.worker.run")]
 )
 def test_topic_mismatch_is_one_line_naming_topic_and_counts(command: str, target: str, monkeypatch, capsys) -> None:
     monkeypatch.setattr(target, _mismatch)
@@ -129,7 +129,7 @@ def test_topic_mismatch_is_one_line_naming_topic_and_counts(command: str, target
 
 def test_topic_mismatch_names_every_wrong_topic(monkeypatch) -> None:
     """ensure_topics against a fake admin whose topics have the wrong partition count."""
-    from streams import admin
+    from streams.kafka import admin
 
     class FakeAdmin:
         def __init__(self, **_: object) -> None:

@@ -18,7 +18,7 @@ from streams.errors import (
     SchemaViolation,
     UnknownLead,
 )
-from streams.metrics import OTHER, LabelLimiter
+from streams.web.metrics import OTHER, LabelLimiter
 
 EMAIL = "jane.doe@example.com"
 LIMIT = 65536

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from streams import worker
-from streams.datadir import LOCK_FILE, DataDirInUse, DataDirLock
+from streams.runtime import worker
+from streams.runtime.datadir import LOCK_FILE, DataDirInUse, DataDirLock
 from streams.settings import Settings
 
 HOLD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from streams.datadir import DataDirLock
+    from streams.runtime.datadir import DataDirLock
     lock = DataDirLock.acquire(Path(sys.argv[1]))  # kept referenced: the lock lives with its file
     print("held", flush=True)
     time.sleep(120)

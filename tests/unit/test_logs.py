@@ -1,4 +1,4 @@
-"""streams.logs: one JSON object per line, context keys from extra/bind/the Faust event, no contact data."""
+"""streams.web.logs: one JSON object per line, context keys from extra/bind/the Faust event, no contact data."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from faust.streams import _current_event
 from pydantic import ValidationError
 
 from schemas.events import LeadCreated
-from streams import logs
-from streams.logs import JsonFormatter, bind, redact, worker_logging
+from streams.web import logs
+from streams.web.logs import JsonFormatter, bind, redact, worker_logging
 
 EMAIL = "jane.roe+leads@example.com"
 PHONE = "+49 30 1234 5678"

@@ -1,23 +1,18 @@
-"""streams.metrics, streams.lag and streams.web without a broker: names, labels, bounds, lag, readiness."""
+"""streams.web.metrics and streams.web.health without a broker: names, labels, bounds, lag, readiness."""
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import faust
 import pytest
-from faust.transport.consumer import Consumer
 from faust.types import TP
 from prometheus_client import CollectorRegistry, generate_latest
 
 from schemas.events import AssignmentDecision, Explanation
-from streams import lag, web
-from streams.metrics import OTHER, Metrics
-from streams.web import FAUST_LINT_FINDINGS, FAUST_PREFIX
+from streams.web.health import FAUST_LINT_FINDINGS, FAUST_PREFIX
+from streams.web.metrics import OTHER, Metrics
 from tests.deploy.observability import build_exposition, exposed_series_names, promtool_lint
 
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -72,8 +67,8 @@ def exercise(m: Metrics) -> None:
 
 def test_real_exposition_passes_promtool_except_documented_faust_names(tmp_path: Path) -> None:
     _, relay = build_exposition(tmp_path, metrics_per_rep=True)
-    exercise(relay.ctx.metrics)
-    text = generate_latest(relay.ctx.metrics.registry).decode()
+    exercise(relay.metrics)
+    text = generate_latest(relay.metrics.registry).decode()
     findings = promtool_lint(text)
     ours = {metric: problem for metric, problem in findings.items() if not metric.startswith(FAUST_PREFIX)}
     assert ours == {}
@@ -243,6 +238,10 @@ def test_no_contact_data_can_become_a_label() -> None:
 # --- consumer lag --------------------------------------------------------------------------------
 
 
+def _samples(m: Metrics, name: str) -> list[tuple[dict[str, str], float]]:
+    return [(s.labels, s.value) for metric in m.registry.collect() for s in metric.samples if s.name == name]
+
+
 def test_lag_series_follow_the_assignment() -> None:
     m = fresh()
     m.set_consumer_lag({("leads.new", 0): 5, ("leads.new", 1): 0})
@@ -255,145 +254,13 @@ def test_lag_series_follow_the_assignment() -> None:
     assert got == {("deals.closed", "1"): 0}
 
 
-def _samples(m: Metrics, name: str) -> list[tuple[dict[str, str], float]]:
-    return [(s.labels, s.value) for metric in m.registry.collect() for s in metric.samples if s.name == name]
-
-
-@dataclass
-class FakeConsumer:
-    assigned: set[TP]
-    ends: dict[TP, int]
-    starts: dict[TP, int]
-    _committed_offset: dict[TP, int | None] = field(default_factory=dict)
-    asked_earliest: list[TP] = field(default_factory=list)
-
-    def assignment(self) -> set[TP]:
-        return self.assigned
-
-    async def highwaters(self, *tps: TP) -> dict[TP, int]:
-        return {tp: self.ends[tp] for tp in tps}
-
-    async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
-        self.asked_earliest.extend(tps)
-        return {tp: self.starts[tp] for tp in tps}
-
-
-@dataclass
-class FakeTables:
-    changelog_topics: set[str]
-    recovered: bool = True
-
-    @property
-    def recovery(self) -> Any:
-        event = asyncio.Event()
-        if self.recovered:
-            event.set()
-        return type("Recovery", (), {"completed": event})()
-
-
-@dataclass
-class FakeApp:
-    consumer: FakeConsumer
-    tables: FakeTables
-    rebalancing: bool = False
-
-
-def lag_app() -> FakeApp:
-    leads0, leads1, pool0, changelog = (
-        TP("leads.new", 0),
-        TP("leads.new", 1),
-        TP("lr-pool-events", 0),
-        TP("lr-ledger-changelog", 0),
-    )
-    consumer = FakeConsumer(
-        assigned={leads0, leads1, pool0, changelog},
-        ends={leads0: 120, leads1: 10, pool0: 50, changelog: 999},
-        starts={leads1: 4, pool0: 0},
-        _committed_offset={leads0: 100, leads1: None, pool0: -1},
-    )
-    return FakeApp(consumer=consumer, tables=FakeTables({"lr-ledger-changelog"}))
-
-
-@pytest.mark.asyncio
-async def test_lag_is_end_minus_committed_and_skips_changelogs() -> None:
-    app = lag_app()
-    got = await lag.measure(app)  # type: ignore[arg-type]
-    # never-committed partitions count from the log start (auto offset reset = earliest)
-    assert got == {("leads.new", 0): 20, ("leads.new", 1): 6, ("lr-pool-events", 0): 50}
-    assert sorted(app.consumer.asked_earliest) == [TP("leads.new", 1), TP("lr-pool-events", 0)]
-
-
-@pytest.mark.asyncio
-async def test_lag_update_during_rebalance_does_not_guess() -> None:
-    app = lag_app()
-    m = fresh()
-    await lag.update(app, m)  # type: ignore[arg-type]
-    assert len(_samples(m, "leadrelay_consumer_lag_records")) == 3
-    app.rebalancing = True
-    app.consumer.assigned = {TP("leads.new", 0)}
-    app.consumer.ends[TP("leads.new", 0)] = 5000
-    await lag.update(app, m)  # type: ignore[arg-type]
-    assert _samples(m, "leadrelay_consumer_lag_records") == [({"topic": "leads.new", "partition": "0"}, 20)]
-
-
-@pytest.mark.asyncio
-async def test_lag_errors_are_counted_and_the_timer_survives() -> None:
-    app = lag_app()
-    m = fresh()
-
-    async def broken(*tps: TP) -> dict[TP, int]:
-        raise ConnectionError("broker gone")
-
-    app.consumer.highwaters = broken  # type: ignore[method-assign]
-    await lag.update(app, m)  # type: ignore[arg-type]
-    assert value(m, "leadrelay_consumer_lag_errors_total") == 1
-
-
-def test_faust_consumer_still_has_the_committed_offsets_lag_reads() -> None:
-    """streams/lag.py reads Faust's private `_committed_offset`; an upgrade that renames it must fail here."""
-    assert "_committed_offset" in Consumer.__annotations__
-    for method in ("assignment", "highwaters", "earliest_offsets"):
-        assert callable(getattr(Consumer, method))
-
-
-# --- readiness -----------------------------------------------------------------------------------
-
-
-def test_readiness_follows_table_recovery_and_rebalancing(tmp_path: Path) -> None:
-    _, relay = build_exposition(tmp_path, runtime="faust")
-    app: faust.App = relay.app
-    assert not web.is_ready(app)  # before the first recovery completed
-    assert b"leadrelay_worker_ready 0.0" in generate_latest(relay.ctx.metrics.registry)
-    app.tables.recovery.completed.set()
-    assert web.is_ready(app)
-    assert b"leadrelay_worker_ready 1.0" in generate_latest(relay.ctx.metrics.registry)
-    app.on_rebalance_start()  # a later rebalance: recovery.completed stays set, readiness must not
-    try:
-        assert app.rebalancing and app.tables.recovery.completed.is_set()
-        assert not web.is_ready(app)
-        assert web.is_live(app)  # liveness never depends on recovery
-    finally:
-        app.on_rebalance_end()
-    assert web.is_ready(app)
-
-
-@pytest.mark.asyncio
-async def test_assignment_signal_drops_pools_that_moved(tmp_path: Path) -> None:
-    _, relay = build_exposition(tmp_path)
-    m = relay.ctx.metrics
-    m.locate = lambda: ("lr-pool-events", 3)
-    m.set_pool_state("dach", open_leads=1, capacity=2)
-    await relay.app.on_partitions_assigned.send({TP("lr-pool-events", 0)})
-    assert series(m, "leadrelay_open_leads") == []
-
-
-def test_transactional_readiness_follows_the_runtimes_tasks(tmp_path: Path) -> None:
+def test_readiness_follows_the_runtimes_tasks(tmp_path: Path) -> None:
     from streams.runtime.loop import Task
 
     _, relay = build_exposition(tmp_path)
     runtime = relay.runtime
     assert runtime is not None
-    registry = relay.ctx.metrics.registry
+    registry = relay.metrics.registry
     assert b"leadrelay_worker_ready 0.0" in generate_latest(registry)  # not in the group yet
     runtime.joined, runtime.rebalancing = True, False
     stage = next(iter(runtime.stages.values()))
@@ -406,9 +273,9 @@ def test_transactional_readiness_follows_the_runtimes_tasks(tmp_path: Path) -> N
     assert not runtime.ready
 
 
-def test_transactional_pool_gauges_belong_to_the_partition_being_handled(tmp_path: Path) -> None:
+def test_pool_gauges_belong_to_the_partition_being_handled(tmp_path: Path) -> None:
     _, relay = build_exposition(tmp_path)
-    m, runtime = relay.ctx.metrics, relay.runtime
+    m, runtime = relay.metrics, relay.runtime
     runtime._current = ("lr-pool-events", 3)
     m.set_pool_state("dach", open_leads=1, capacity=2)
     runtime._current = None
@@ -416,13 +283,9 @@ def test_transactional_pool_gauges_belong_to_the_partition_being_handled(tmp_pat
     assert series(m, "leadrelay_open_leads") == []
 
 
-def test_current_partition_outside_an_agent_is_none() -> None:
-    assert web.current_partition() is None
-
-
-def test_transactional_runtime_counts_aborted_batches_per_stage(tmp_path: Path) -> None:
+def test_the_runtime_counts_aborted_batches_per_stage(tmp_path: Path) -> None:
     _, relay = build_exposition(tmp_path)
     assert relay.runtime.on_abort is not None
     relay.runtime.on_abort("route")
     relay.runtime.on_abort("route")
-    assert value(relay.ctx.metrics, "leadrelay_transactions_aborted_total", stage="route") == 2
+    assert value(relay.metrics, "leadrelay_transactions_aborted_total", stage="route") == 2

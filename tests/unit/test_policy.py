@@ -379,7 +379,7 @@ def test_tricky_values_round_trip(policy, fmt):
 def test_json_policies_are_parsed_as_json(policy):
     """JSON is read as JSON first: YAML 1.1 would break surrogate-pair escapes and turn 1e-05 into a string."""
     assert parse_policy(dump_policy(policy, "json")) == policy
-    assert parse_policy(policy.model_dump_json()) == policy  # what streams/worker.py publishes
+    assert parse_policy(policy.model_dump_json()) == policy  # what streams/runtime/worker.py publishes
 
 
 @pytest.mark.parametrize(

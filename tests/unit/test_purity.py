@@ -35,7 +35,7 @@ def test_routing_core_imports_no_streaming_stack():
 def test_purity_check_detects_a_heavy_import():
     """Guard the guard: the same check does see prometheus_client when something imports it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    script = SCRIPT.replace("import routing.model", "import streams.metrics\nimport routing.model")
+    script = SCRIPT.replace("import routing.model", "import streams.web.metrics\nimport routing.model")
     out = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True
     )

@@ -12,8 +12,8 @@ from pydantic import BaseModel
 
 import schemas
 from routing.ids import decision_id
-from streams.cli import parser
 from streams.settings import Settings
+from streams.tools.cli import parser
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -82,7 +82,7 @@ def test_the_store_equals_the_newest_committed_value_per_key(tmp_path_factory, b
 
 
 def test_a_sweep_walks_one_kind_of_row_in_bounded_steps_and_wraps_around(tmp_path: Path) -> None:
-    from streams.runtime.stages import View
+    from streams.runtime.context import View
 
     store = PartitionStore(tmp_path / "s")
     store.apply({f"ledger|p|L{i}": b"{}" for i in range(7)} | {"loads|p|r": b"{}", "models|p|r": b"{}"}, 1)
@@ -98,6 +98,9 @@ def test_a_sweep_walks_one_kind_of_row_in_bounded_steps_and_wraps_around(tmp_pat
             break
     assert seen == [f"p|L{i}" for i in (0, 1, 2, 3, 4, 5, 6, 9)]
     assert steps == 3
+    # sweep(): the same walk, carrying on where the last step stopped and starting over after the end
+    swept = [[k for k, _ in view.sweep(3)] for _ in range(4)]
+    assert swept == [["p|L0", "p|L1", "p|L2"], ["p|L3", "p|L4", "p|L5"], ["p|L6", "p|L9"], ["p|L0", "p|L1", "p|L2"]]
     assert [k for k, _ in view.scan(None, 2)[0]] == ["p|L0", "p|L1"], "the next sweep starts over"
 
 

@@ -6,7 +6,7 @@ import random
 from datetime import UTC, datetime
 from itertools import islice
 
-from streams import synthetic
+from streams.tools import synthetic
 
 START = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from routing import fairness
 from routing.model import Rep
 from schemas.events import RepUpdated
-from streams.metrics import Metrics
+from streams.web.metrics import Metrics
 from tests.factories import make_policy, make_rep, make_view, run_leads
 
 ROTATION = make_policy({"scorers": {"rotation": 1}})

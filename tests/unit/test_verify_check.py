@@ -1,4 +1,4 @@
-"""streams.verify.check on hand-made topic contents: healthy logs pass, each injected fault is reported.
+"""streams.tools.verify.check on hand-made topic contents: healthy logs pass, each injected fault is reported.
 
 The broker-backed counterpart is tests/integration/test_verify.py (and the demo run in test_demo.py);
 these cases pin what a real run rarely produces: a lead decided in two pools, a pool_capacity split.
@@ -17,7 +17,7 @@ from routing.model import Rep
 from schemas.events import AssignmentDecision, Explanation, LeadCreated, RepUpdated, ScoredRep
 from schemas.internal import LeadArrived, RepChanged
 from streams.settings import Settings
-from streams.verify import Report, check
+from streams.tools.verify import Report, check
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 SETTINGS = Settings()

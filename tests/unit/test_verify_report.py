@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.verify import Report
+from streams.tools.verify import Report
 
 
 def test_a_clean_report_has_no_problems() -> None:

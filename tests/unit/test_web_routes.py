@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from streams.app import create_app
+from streams.runtime.app import create_app
 from streams.settings import Settings
 
 OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
@@ -18,7 +18,7 @@ def documented_routes() -> set[str]:
 
 
 def test_the_worker_serves_only_the_documented_routes(tmp_path: Path) -> None:
-    relay = create_app(Settings(store="memory://", data_dir=tmp_path))
+    relay = create_app(Settings(data_dir=tmp_path))
     relay.app.web.init_server()  # what the worker does at start: applies Faust's enabled blueprints
     served = {route.resource.canonical for route in relay.app.web.web_app.router.routes()}
     documented = documented_routes()

@@ -1,0 +1,1 @@
+"""Offline evaluation of routing policies: a synthetic closed-loop market run through the pure core."""

@@ -1,0 +1,1 @@
+"""HTTP ingress: signed POSTs of leads and deals, validated by the contracts, acknowledged by Kafka."""

@@ -1,0 +1,364 @@
+"""`leadrelay verify`: read every topic back and check the delivery invariants (I1-I5, docs/architecture.md).
+
+I1 every accepted lead has exactly one effective decision (or is in the DLQ)
+I2 no rep ever held more open leads than its capacity: each decision's own facts, and a replay of the
+   pool log counting open leads from the decisions and deals (independent of the worker's tables)
+I3 the loads table (its changelog) equals a replay of the decision log and the closed deals
+I4 no decision went to a rep that was unavailable or absent in the roster at that point: checked at the
+   lead's own position in the pool log (the internal pool-events topic, where roster changes and leads
+   are in the order the route agent saw them); a lead missing from that log falls back to the roster
+   topic's timestamps (with ROSTER_SLACK_MS of overlap)
+I5 no input offset was skipped: each leads.new record led to a decision or a DLQ record, and each
+   deals.closed record reached its pool (pool-events) or the DLQ; every DLQ record says where it came
+   from and why
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from routing.model import Rep
+from schemas.events import AssignmentDecision, DealClosed, LeadCreated, RepUpdated
+from schemas.internal import POOL_EVENT, DealArrived, LeadArrived, RepChanged
+from streams.kafka.changelog import namespace, read_table
+from streams.kafka.clients import read_all
+from streams.kafka.topics import pool_events_topic
+from streams.runtime.tables import changelog_topic
+from streams.settings import Settings
+
+ROSTER_SLACK_MS = 5000  # roster and decisions are different topics: allow this much clock overlap
+
+
+@dataclass
+class Report:
+    leads_in: int = 0
+    valid_leads: int = 0
+    decisions_out: int = 0
+    dead_letters: int = 0
+    duplicate_decisions: int = 0  # the same decision re-emitted: harmless, consumers dedupe on its id
+    conflicting_decisions: list[str] = field(default_factory=list)  # a lead with two different owners
+    lost_leads: list[str] = field(default_factory=list)
+    skipped_offsets: list[str] = field(default_factory=list)
+    capacity_violations: list[str] = field(default_factory=list)
+    unavailable_assignments: list[str] = field(default_factory=list)
+    state_mismatches: list[str] = field(default_factory=list)
+    skipped_deals: list[str] = field(default_factory=list)  # deals.closed offsets neither routed nor dead
+    unexplained_dead_letters: list[str] = field(default_factory=list)  # DLQ records without origin/reason
+    internal_errors: int = 0  # DLQ records with reason internal_error: a bug was hit (not an invariant)
+    checked_in_pool_log: int = 0  # decisions whose I4 check used the pool log (the rest: roster timestamps)
+    checked_state: bool = False
+
+    PROBLEMS = (
+        "conflicting_decisions",
+        "lost_leads",
+        "capacity_violations",
+        "state_mismatches",
+        "unavailable_assignments",
+        "skipped_offsets",
+        "skipped_deals",
+        "unexplained_dead_letters",
+    )
+
+    def problems(self) -> dict[str, list[str]]:
+        """Every failed check with its findings (empty when the run kept all invariants)."""
+        return {name: getattr(self, name) for name in self.PROBLEMS if getattr(self, name)}
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems()
+
+    def table(self) -> str:
+        def row(name: str, value: Any, good: bool | None = None) -> str:
+            mark = "" if good is None else ("ok" if good else "FAIL")
+            return f"| {name:<34} | {value!s:>8} | {mark:<4} |"
+
+        lines = [
+            f"| {'check':<34} | {'count':>8} | {'':<4} |",
+            f"|{'-' * 36}|{'-' * 10}|{'-' * 6}|",
+            row("leads in (leads.new records)", self.leads_in),
+            row("valid leads", self.valid_leads),
+            row("decisions out (records)", self.decisions_out),
+            row("dead letters", self.dead_letters),
+            row("duplicate decisions (same id)", self.duplicate_decisions, True),
+            row("I1 conflicting decisions", len(self.conflicting_decisions), not self.conflicting_decisions),
+            row("I1 lost leads", len(self.lost_leads), not self.lost_leads),
+            row("I2 capacity violations", len(self.capacity_violations), not self.capacity_violations),
+            row(
+                "I3 state != replay" + ("" if self.checked_state else " (not checked)"),
+                len(self.state_mismatches),
+                not self.state_mismatches,
+            ),
+            row("I4 assigned while unavailable", len(self.unavailable_assignments), not self.unavailable_assignments),
+            row("I4 decisions checked in pool log", self.checked_in_pool_log),
+            row("I5 skipped input offsets", len(self.skipped_offsets), not self.skipped_offsets),
+            row("I5 deals neither routed nor DLQ", len(self.skipped_deals), not self.skipped_deals),
+            row("I5 DLQ records without reason", len(self.unexplained_dead_letters), not self.unexplained_dead_letters),
+            row("internal errors (DLQ)", self.internal_errors),
+        ]
+        return "\n".join(lines)
+
+
+def _headers(record: Any) -> dict[str, str]:
+    return {k: v.decode("utf-8", "replace") for k, v in (record.headers or ())}
+
+
+async def collect(settings: Settings) -> dict[str, list[Any]]:
+    topics = {
+        "leads": settings.topic_leads_new,
+        "deals": settings.topic_deals_closed,
+        "roster": settings.topic_reps_roster,
+        "decisions": settings.topic_assignments,
+        "dlq": settings.topic_dlq,
+        "route": changelog_topic(settings.app_id, "route"),
+        "pool_events": pool_events_topic(settings),
+    }
+    results = await asyncio.gather(*(read_all(settings, t) for t in topics.values()))
+    return dict(zip(topics, results, strict=True))
+
+
+def check(records: dict[str, list[Any]], settings: Settings, *, check_state: bool = True) -> Report:
+    report = Report(leads_in=len(records["leads"]), decisions_out=len(records["decisions"]))
+    report.dead_letters = len(records["dlq"])
+    dead = _dead_letters(report, records["dlq"])
+    dead_offsets = dead.get(settings.topic_leads_new, set())
+    pool_log = _parse_pool_log(records.get("pool_events") or [])
+
+    decisions: dict[str, list[tuple[Any, AssignmentDecision]]] = defaultdict(list)
+    for r in records["decisions"]:
+        d = AssignmentDecision.model_validate_json(r.value)
+        decisions[d.lead_id].append((r, d))
+
+    first: dict[str, tuple[Any, AssignmentDecision]] = {}
+    for lead_id, items in decisions.items():
+        # One lead id, one effective decision per attempt: the same owner in the same pool under one id.
+        # A re-sent lead decided again in another pool (same decision_id, maybe another rep) is a
+        # conflict even when the rep happens to be the same: it holds a second load.
+        for attempt in sorted({d.attempt for _, d in items}):
+            owners = {(d.decision_id, d.pool, d.rep_id) for _, d in items if d.attempt == attempt}
+            if len(owners) > 1:
+                report.conflicting_decisions.append(f"{lead_id}: attempt {attempt}: {sorted(map(str, owners))}")
+        report.duplicate_decisions += len(items) - len({d.decision_id for _, d in items})
+        first[lead_id] = min(items, key=lambda item: (item[1].attempt, item[0].timestamp))
+
+    seen_leads = set()
+    for r in records["leads"]:
+        where = (r.partition, r.offset)
+        try:
+            lead = LeadCreated.model_validate_json(r.value) if r.value is not None else None
+        except ValidationError:
+            lead = None
+        if lead is not None and len(r.value) <= settings.max_payload_bytes:
+            report.valid_leads += 1
+            seen_leads.add(lead.lead_id)
+            if lead.lead_id not in first:
+                report.lost_leads.append(lead.lead_id)
+            continue
+        if where not in dead_offsets:
+            report.skipped_offsets.append(f"{settings.topic_leads_new}[{r.partition}]@{r.offset}")
+
+    _check_capacity(report, first)
+    _check_availability(report, first, records["roster"], pool_log)
+    dead_deals = dead.get(settings.topic_deals_closed, set())
+    _check_deals_routed(report, records["deals"], dead_deals, pool_log, settings.topic_deals_closed)
+    if check_state:
+        report.checked_state = True
+        route = read_table(records.get("route") or [])
+        live_deals = [r for r in records["deals"] if (r.partition, r.offset) not in dead_deals]
+        _check_state(report, first, live_deals, namespace(route, "loads"))
+        if records.get("pool_events"):
+            _check_reps_state(report, pool_log, namespace(route, "reps"))
+    return report
+
+
+def _dead_letters(report: Report, dlq: list[Any]) -> dict[str, set[tuple[int, int]]]:
+    """Source offsets of the DLQ records per source topic; records that do not say where from or why are
+    reported (an operator could neither replay nor triage them)."""
+    dead: dict[str, set[tuple[int, int]]] = defaultdict(set)
+    for r in dlq:
+        h = _headers(r)
+        reason = h.get("x-leadrelay-reason")
+        try:
+            where = (int(h["x-leadrelay-source-partition"]), int(h["x-leadrelay-source-offset"]))
+            topic = h["x-leadrelay-source-topic"]
+        except (KeyError, ValueError):
+            report.unexplained_dead_letters.append(f"dlq[{r.partition}]@{r.offset}: no source headers")
+            continue
+        if not reason:
+            report.unexplained_dead_letters.append(f"dlq[{r.partition}]@{r.offset}: no reason")
+        if reason == "internal_error":
+            report.internal_errors += 1
+        dead[topic].add(where)
+    return dead
+
+
+@dataclass
+class _PoolLog:
+    """The pool-events topic parsed, each partition in offset order (what the route agent saw)."""
+
+    partitions: dict[int, list[Any]] = field(default_factory=dict)
+    deal_origins: set[tuple[str, int, int]] = field(default_factory=set)
+
+
+def _parse_pool_log(records: list[Any]) -> _PoolLog:
+    log = _PoolLog()
+    by_partition: dict[int, list[tuple[int, Any]]] = defaultdict(list)
+    for r in records:
+        try:
+            ev = POOL_EVENT.validate_json(r.value) if r.value else None
+        except ValidationError:
+            continue
+        if isinstance(ev, DealArrived) and ev.origin is not None:
+            log.deal_origins.add((ev.origin.topic, ev.origin.partition, ev.origin.offset))
+        if isinstance(ev, LeadArrived | RepChanged | DealArrived):
+            by_partition[r.partition].append((r.offset, ev))
+    log.partitions = {p: [ev for _, ev in sorted(items, key=lambda x: x[0])] for p, items in by_partition.items()}
+    return log
+
+
+def _check_deals_routed(
+    report: Report, deals: list[Any], dead: set[tuple[int, int]], pool_log: _PoolLog, topic: str
+) -> None:
+    for r in deals:
+        if (r.partition, r.offset) not in dead and (topic, r.partition, r.offset) not in pool_log.deal_origins:
+            report.skipped_deals.append(f"{topic}[{r.partition}]@{r.offset}")
+
+
+def _available(profile: RepUpdated | None, pool: str) -> bool:
+    return profile is not None and profile.active and profile.availability == "available" and pool in profile.pools
+
+
+def _capacity(profile: RepUpdated | None, pool: str) -> float:
+    """The rep's capacity in this pool as the worker sees it (`pool_capacity` over `capacity`, through
+    the same Rep.from_event the route agent stores); None there means unlimited."""
+    if profile is None:
+        return 0
+    capacity = Rep.from_event(profile, pool).capacity
+    return float("inf") if capacity is None else capacity
+
+
+def _replay_pool_log(report: Report, first: dict[str, tuple[Any, AssignmentDecision]], pool_log: _PoolLog) -> set[str]:
+    """Replay each pool's log as the route agent saw it, with the effective decisions: at a lead's first
+    position the chosen rep must be in the pool and available (I4) and hold fewer open leads than its
+    capacity then (I2, counted from the decisions and the deals that closed them, not from the
+    worker's tables: a table that lost writes cannot vouch for itself)."""
+    decision = {lead_id: d for lead_id, (_, d) in first.items()}
+    checked: set[str] = set()
+    for events in pool_log.partitions.values():
+        profiles: dict[tuple[str, str], RepUpdated | None] = {}
+        open_: Counter[tuple[str, str]] = Counter()
+        closed: set[str] = set()
+        for ev in events:
+            if isinstance(ev, RepChanged):
+                profiles[(ev.pool, ev.rep_id)] = ev.profile
+                continue
+            lead_id = ev.deal.lead_id if isinstance(ev, DealArrived) else ev.lead.lead_id
+            d = decision.get(lead_id)
+            if d is None or d.pool != ev.pool or d.rep_id is None:
+                continue
+            holder = (d.pool, d.rep_id)
+            if isinstance(ev, DealArrived):
+                if lead_id in checked and lead_id not in closed:
+                    closed.add(lead_id)
+                    open_[holder] -= 1
+                continue
+            if lead_id in checked:
+                continue
+            checked.add(lead_id)
+            profile = profiles.get(holder)
+            if not _available(profile, d.pool):
+                report.unavailable_assignments.append(f"{lead_id} -> {d.rep_id}")
+            open_[holder] += 1
+            capacity = _capacity(profile, d.pool)
+            if open_[holder] > capacity:
+                report.capacity_violations.append(
+                    f"{lead_id} -> {d.rep_id}: {open_[holder]} open > capacity {capacity} (pool log replay)"
+                )
+    report.checked_in_pool_log = len(checked)
+    return checked
+
+
+def _check_capacity(report: Report, first: dict[str, tuple[Any, AssignmentDecision]]) -> None:
+    for lead_id, (_, d) in first.items():
+        chosen = d.explanation.chosen
+        if d.rep_id and chosen and chosen.facts.get("open", 0) >= chosen.facts.get("capacity", float("inf")):
+            report.capacity_violations.append(f"{lead_id} -> {d.rep_id} with {chosen.facts}")
+
+
+def _check_availability(
+    report: Report, first: dict[str, tuple[Any, AssignmentDecision]], roster: list[Any], pool_log: _PoolLog
+) -> None:
+    in_log = _replay_pool_log(report, first, pool_log)
+    timeline: dict[str, list[tuple[int, RepUpdated | None]]] = defaultdict(list)
+    for r in roster:
+        rep_id = r.key.decode() if r.key else None
+        if rep_id is None:
+            continue
+        try:
+            profile = RepUpdated.model_validate_json(r.value) if r.value else None
+        except ValidationError:
+            continue
+        timeline[rep_id].append((r.timestamp, profile))
+    for lead_id, (record, d) in first.items():
+        if not d.rep_id or lead_id in in_log:
+            continue
+        history = sorted(timeline.get(d.rep_id, []), key=lambda x: x[0])
+        # The state that was certainly in force: the last change older than the slack.
+        settled = [p for ts, p in history if ts <= record.timestamp - ROSTER_SLACK_MS]
+        recent = [p for ts, p in history if record.timestamp - ROSTER_SLACK_MS < ts <= record.timestamp]
+        candidates = ([settled[-1]] if settled else []) + recent
+        fine = any(_available(p, d.pool) for p in candidates)
+        if not fine:  # also a rep the roster never had
+            report.unavailable_assignments.append(f"{lead_id} -> {d.rep_id}")
+
+
+def _check_state(
+    report: Report, first: dict[str, tuple[Any, AssignmentDecision]], deals: list[Any], loads: dict[str, bytes]
+) -> None:
+    expected: Counter[str] = Counter()
+    owner: dict[str, str] = {}
+    for lead_id, (_, d) in first.items():
+        if d.rep_id:
+            key = f"{d.pool}|{d.rep_id}"
+            expected[key] += 1
+            owner[lead_id] = key
+    closed = set()
+    for r in deals:
+        try:
+            deal = DealClosed.model_validate_json(r.value)
+        except (ValidationError, TypeError):
+            continue
+        if deal.lead_id in owner and deal.lead_id not in closed:
+            closed.add(deal.lead_id)
+            expected[owner[deal.lead_id]] -= 1
+    actual = {key: int(orjson.loads(value).get("open", 0)) for key, value in loads.items()}
+    for key in sorted(set(expected) | set(actual)):
+        if expected.get(key, 0) != actual.get(key, 0):
+            report.state_mismatches.append(f"{key}: table {actual.get(key, 0)} != replay {expected.get(key, 0)}")
+
+
+def verify(settings: Settings, *, check_state: bool = True) -> Report:
+    return check(asyncio.run(collect(settings)), settings, check_state=check_state)
+
+
+def _check_reps_state(report: Report, pool_log: _PoolLog, reps: dict[str, bytes]) -> None:
+    """I3 for the roster: the reps table equals the last profile each pool's log gave each rep (a roster
+    change the route agent never applied would silently keep a rep out of, or in, a pool). The expected
+    row is the rep as that pool sees it (its `pool_capacity`), built by the same Rep.from_event."""
+    expected: dict[str, Rep | None] = {}
+    for events in pool_log.partitions.values():
+        for ev in events:
+            if isinstance(ev, RepChanged):
+                expected[f"{ev.pool}|{ev.rep_id}"] = None if ev.profile is None else Rep.from_event(ev.profile, ev.pool)
+    actual = {key: orjson.loads(value) for key, value in reps.items()}
+    for key in sorted(set(expected) | set(actual)):
+        rep, row = expected.get(key), actual.get(key)
+        want = None if rep is None else (rep.capacity, rep.availability, rep.active)
+        have = None if row is None else (row.get("capacity"), row.get("availability"), row.get("active"))
+        if want != have:
+            report.state_mismatches.append(f"reps {key}: table {have} != pool log {want}")
