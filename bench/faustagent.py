@@ -6,9 +6,9 @@ MODE `forward`: every record of SOURCE is sent unchanged to SINK. MODE `table`: 
 row per record (key: the record's key, value: a small dict), so the row is the only difference.
 GUARANTEE is Faust's processing_guarantee (at_least_once | exactly_once). The App is configured like
 leadrelay's (RocksDB store, 5 ms linger, 2.8 s commit interval, 4,096-event stream buffer) and nothing
-else: no sensors, no web server, no validation. Writes the wall time (epoch seconds) of the first record
-it handles to DATADIR.first; the harness measures from there to the moment it has read the last output
-record (read_committed).
+else: no sensors, no web server, no validation. Writes the wall time (epoch seconds) and its CPU seconds
+so far at the first record it handles to DATADIR.first; the harness measures from there to the moment it
+has read the last output record (read_committed).
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ def build(bootstrap: str, app_id: str, source: str, sink: str, mode: str, guaran
     @app.agent(src)
     async def copy(stream: Any) -> None:
         async for event in stream.events():
-            if not seen[0]:
-                first_mark(datadir).write_text(repr(time.time()))
+            if not seen[0]:  # wall time and this process's CPU seconds so far (all threads)
+                first_mark(datadir).write_text(f"{time.time()!r} {time.process_time()!r}")
             seen[0] += 1
             if table is not None:
                 msg = event.message

@@ -22,6 +22,7 @@ class PoolCache:
         self.default_policy = default_policy
         self._frames: dict[str, PoolFrame] = {}
         self._policies: dict[str, tuple[Any, Policy]] = {}
+        self.touched: set[str] = set()  # pools decided in since the last route.pool_gauges
 
     def clear(self, *_: Any, **__: Any) -> None:
         self._frames.clear()

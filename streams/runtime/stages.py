@@ -40,6 +40,9 @@ def build(
     async def route_handle(ctx: Context, event: Event) -> None:
         await route.handle_event(ctx, caches[event.message.partition], event)
 
+    def route_gauges(ctx: Context, partition: int) -> None:
+        route.pool_gauges(ctx, caches[partition])
+
     def clear_caches() -> None:
         for cache in caches.values():
             cache.clear()
@@ -59,6 +62,7 @@ def build(
             table="route",
             housekeeping=route.housekeeping,
             on_reset=clear_caches,
+            after_batch=route_gauges,
         ),
         Stage(
             "roster", (settings.topic_reps_roster,), guarded("ingest_roster", ingest_roster.handle), table="rep-pools"

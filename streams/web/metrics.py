@@ -42,7 +42,7 @@ import platform
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -128,6 +128,7 @@ class Metrics:
     stated_pools: set[str] = field(default_factory=set)
     policies: dict[str, tuple[str, int, tuple[str, ...]]] = field(default_factory=dict)
     lag_partitions: set[tuple[str, str]] = field(default_factory=set)
+    read_by_topic: dict[str, Any] = field(default_factory=dict)  # records_read's children: per record
     locate: Locator = _nowhere
 
     @classmethod
@@ -311,7 +312,10 @@ class Metrics:
         self.transactions_aborted.labels(stage=stage).inc()
 
     def record_read(self, topic: str) -> None:
-        self.records_read.labels(topic=topic).inc()
+        child = self.read_by_topic.get(topic)
+        if child is None:  # labels() per record cost more than the increment
+            child = self.read_by_topic[topic] = self.records_read.labels(topic=topic)
+        child.inc()
 
     def record_duplicate(self, pool: str) -> None:
         self.duplicate_leads.labels(pool=self._pool_label(pool)).inc()

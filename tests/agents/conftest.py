@@ -149,12 +149,15 @@ class Harness:
         headers: list[tuple[str, bytes]] | None = None,
         at: datetime = NOW,
     ) -> list[Sent]:
-        """Handle one record and commit; return what it sent."""
+        """Handle one record as a batch of its own (after_batch included, as the loop does) and commit;
+        return what it sent."""
         task = self.task(stage, partition)
         offset = self.offsets.get((topic, partition), 0)
         self.offsets[(topic, partition)] = offset + 1
         message = Message(topic, partition, offset, at.timestamp(), key, value, tuple(headers or ()))
         await task.stage.handle(task.ctx, Event(message))
+        if task.stage.after_batch is not None:
+            task.stage.after_batch(task.ctx, partition)
         return self.commit(task)
 
     async def housekeep(self, stage: str, partition: int, now: datetime) -> list[Sent]:

@@ -202,3 +202,25 @@ def test_a_new_streak_after_a_gap_is_transient_again(capsys) -> None:
     times += [times[-1] + step * k for k in range(1, int(grace / step) + 2)]  # this one outlasts the grace
     lines = _coordinator_lines([_aiokafka_error(msg, GroupCoordinatorNotAvailableError(), t) for t in times], capsys)
     assert [line["level"] for line in lines] == ["warning"] * (len(times) - 1) + ["error"]
+
+
+@pytest.mark.parametrize("level", ["warning", "error"])
+def test_the_worker_keeps_its_log_level_at_warning_and_above(level: str) -> None:
+    """Faust's Worker turns a terminal spinner on at WARNING and above, and the spinner sets the root
+    logger to DEBUG: every debug() call in the process would then build a record the handler drops."""
+    import faust
+
+    from streams.runtime.worker import faust_worker
+    from streams.settings import Settings
+
+    root = logging.getLogger()
+    before = (root.level, list(root.handlers))
+    worker = faust_worker(faust.App("log-level-test", autodiscover=False), Settings(log_level=level))
+    try:
+        worker.on_setup_root_logger(root, logging.getLevelName(level.upper()))  # the hook the spinner used
+        assert worker.spinner is None
+        assert root.level == before[0]
+        assert root.handlers == before[1]
+    finally:
+        root.setLevel(before[0])
+        root.handlers[:] = before[1]
