@@ -19,7 +19,7 @@ from routing import fairness
 from routing.frame import PoolFrame, day_keys
 from routing.ledger import OPEN, LedgerEntry, assign, close
 from routing.model import PoolState
-from routing.policy import Policy, parse_policy
+from routing.policy import Policy, PolicyError, parse_policy
 from schemas.events import DealClosed, LeadCreated
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,7 +194,10 @@ def load_policies(files: Sequence[str] = ()) -> dict[str, Policy]:
     base, _ = DEFAULT_POLICIES[BASELINE]
     out = {BASELINE: parse_policy((POLICIES / base).read_text())}
     for file in files:
-        out[Path(file).stem] = parse_policy(Path(file).read_text())
+        try:
+            out[Path(file).stem] = parse_policy(Path(file).read_text())
+        except PolicyError as exc:
+            raise PolicyError(f"policy file {file}: {exc}", exc.field) from None
     return out
 
 
@@ -273,6 +276,9 @@ def main(args: argparse.Namespace) -> int:
         policies = load_policies(args.policy or ())
     except OSError as exc:  # an installed copy has no deploy/policies: name the files instead
         print(f"leadrelay simulate: cannot read {exc.filename}: {exc.strerror} (pass --policy FILE)", file=sys.stderr)
+        return 2
+    except PolicyError as exc:  # one line naming the file and the field, like every other command
+        print(f"leadrelay simulate: {exc}", file=sys.stderr)
         return 2
     results = run(seeds, policies, config)
     out = Path(args.out)

@@ -98,3 +98,12 @@ def test_simulate_command_writes_markdown_json_and_charts(tmp_path: Path, capsys
     assert "# leadrelay simulate" in (tmp_path / "report.md").read_text()
     for chart in ("conversion.png", "fairness.png", "monthly.png"):
         assert (tmp_path / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulate_names_an_invalid_policy_file_in_one_line(tmp_path: Path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: bad\nversion: 1\nstrategies:\n  default:\n    scorers: {}\n    objective: {load_cost: 99}\n")
+    assert main(["simulate", "--policy", str(bad), "--out", str(tmp_path / "out"), "--no-charts"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"policy file {bad}" in err and "load_cost" in err
