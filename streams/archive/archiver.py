@@ -117,8 +117,13 @@ class Archiver:
         self.healthy = True
         for table, count in written.items():
             self.metrics.records.labels(table=table).inc(count)
+        # Partitions revoked meanwhile (a rebalance during a slow write) are left to their new owner, which
+        # reads them from the committed offset and writes the same rows again.
+        assigned = self.consumer.assignment()
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
         try:
-            await self.consumer.commit(offsets)
+            if offsets:
+                await self.consumer.commit(offsets)
         except KafkaError as exc:
             # A rebalance or a broker hiccup: whoever reads these records next writes the same rows again.
             self.metrics.errors.labels(reason="commit_failed").inc()

@@ -4,6 +4,7 @@ offsets, bad records are skipped and counted, and the set of archived topics fol
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,9 @@ class FakeConsumer:
         self.commits.append((dict(offsets), self.store.count("decisions") + self.store.count("deals")))
 
     def assignment(self) -> set[TopicPartition]:
-        return {TopicPartition(D, 0), TopicPartition(F, 0)}
+        return self.assigned
+
+    assigned = {TopicPartition(D, 0), TopicPartition(F, 0), TopicPartition(F, 1)}
 
     def last_stable_offset(self, tp: TopicPartition) -> int | None:
         return 10
@@ -77,7 +80,18 @@ def metrics() -> ArchiveMetrics:
     return ArchiveMetrics.create(CollectorRegistry())
 
 
+OPEN: list[ArchiveStore] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_stores() -> Iterator[None]:
+    yield
+    while OPEN:
+        OPEN.pop().close()
+
+
 def make(store: ArchiveStore, batches: list[Any], metrics: ArchiveMetrics) -> tuple[Archiver, FakeConsumer]:
+    OPEN.append(store)
     consumer = FakeConsumer(batches, store)
     return Archiver(SETTINGS, store, consumer, metrics, archived_topics(SETTINGS)), consumer  # type: ignore[arg-type]
 
@@ -175,3 +189,14 @@ def test_rows_keep_where_they_were_read(url: str, metrics: ArchiveMetrics) -> No
     assert all(isinstance(r, Row) for r in rows)
     assert [(r.topic, r.partition, r.offset) for r in rows][:3] == [(D, 0, 5), (D, 0, 6), (D, 0, 7)]
     assert offsets == {TopicPartition(D, 0): 8, TopicPartition(F, 1): 1}
+
+
+def test_offsets_of_partitions_revoked_during_the_write_are_left_to_their_new_owner(
+    url: str, metrics: ArchiveMetrics
+) -> None:
+    store = ArchiveStore(url)
+    archiver, consumer = make(store, [batch()], metrics)
+    consumer.assigned = {TopicPartition(D, 0)}  # deals partition 1 moved away while the batch was written
+    run(archiver)
+    assert consumer.commits == [({TopicPartition(D, 0): 8}, 4)]
+    assert store.count("deals") == 1, "its rows are written all the same (the new owner writes them again)"
