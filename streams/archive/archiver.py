@@ -15,7 +15,7 @@ import contextlib
 import logging
 import logging.config
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -146,7 +146,7 @@ class Archiver:
             self.metrics.lag.labels(topic=topic).set(value)
 
 
-async def _internal_server(settings: Settings, metrics: ArchiveMetrics, ready: Any) -> web.AppRunner:
+async def _internal_server(settings: Settings, metrics: ArchiveMetrics, ready: Callable[[], bool]) -> web.AppRunner:
     app = web.Application()
     metrics.ready.set_function(lambda: 1.0 if ready() else 0.0)
 

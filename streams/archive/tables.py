@@ -161,7 +161,7 @@ ARCHIVED: tuple[ArchivedTopic, ...] = (DECISIONS, DEALS)
 BY_TABLE: dict[str, ArchivedTopic] = {spec.table: spec for spec in ARCHIVED}
 
 
-def archived_topics(settings: Any, specs: tuple[ArchivedTopic, ...] = ARCHIVED) -> dict[str, ArchivedTopic]:
+def archived_topics(settings: object, specs: tuple[ArchivedTopic, ...] = ARCHIVED) -> dict[str, ArchivedTopic]:
     """Topic name -> what to do with it, for the topics these settings have."""
     return {
         getattr(settings, spec.topic_setting): spec for spec in specs if getattr(settings, spec.topic_setting, None)
