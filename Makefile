@@ -12,8 +12,8 @@ FAST := -m 'not integration and not slow'
 venv:
 	@scripts/bootstrap.sh
 
-# Debian packages the tests need (promtool/prometheus, docker-compose, Java+Maven, python3-venv); a
-# no-op when they are present. First prerequisite of the test targets, so CI (`make test`) installs them.
+# Debian packages the tests need (promtool/prometheus, docker-compose, Java+Maven, python3-venv, postgresql);
+# a no-op when they are present. First prerequisite of the test targets, so CI (`make test`) installs them.
 sysdeps:
 	@scripts/system-deps.sh
 

@@ -5,6 +5,9 @@
 #   docker-compose   -> `docker-compose config`, the compose file check of tests/deploy (no daemon needed)
 #   default-jre-headless, maven -> the local Kafka broker of the integration tests (streams/tools/localkafka.py)
 #   python3-venv     -> scripts/bootstrap.sh creates .venv with it
+#   postgresql       -> the PostgreSQL server the archive's tests start and stop themselves (tests/postgres.py
+#                       runs initdb and pg_ctl from /usr/lib/postgresql/*/bin; the package's own cluster
+#                       is never started)
 # Debian 12 (bookworm) or later, as root (or with sudo). Services are never started by the install: the
 # Debian prometheus package would otherwise launch a server on :9090 on machines that honour invoke-rc.d.
 set -euo pipefail
@@ -20,6 +23,10 @@ need java default-jre-headless
 need mvn maven
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
   missing+=(python3-venv)
+fi
+# Debian keeps the server binaries off PATH, one directory per major version.
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+  missing+=(postgresql)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then
@@ -63,3 +70,4 @@ export DEBIAN_FRONTEND=noninteractive
 for cmd in promtool prometheus docker-compose java mvn; do
   command -v "$cmd" >/dev/null 2>&1 || { echo "system-deps: $cmd still missing after install" >&2; exit 1; }
 done
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || { echo "system-deps: PostgreSQL's initdb still missing after install" >&2; exit 1; }

@@ -42,6 +42,8 @@ OTHER_ENV = frozenset(
     }
 )
 
+SQLITE_PREFIX = "sqlite:///"  # archive_url of the embedded archive: the rest is the database file
+
 log = logging.getLogger("leadrelay.settings")
 
 
@@ -70,6 +72,9 @@ def _relative_to(values: dict[str, Any], base: Path) -> dict[str, Any]:
     for name in _PATH_FIELDS:
         if isinstance(out.get(name), str) and not Path(out[name]).is_absolute():
             out[name] = str(base / out[name])
+    url = out.get("archive_url")
+    if isinstance(url, str) and url.startswith(SQLITE_PREFIX) and not Path(url[len(SQLITE_PREFIX) :]).is_absolute():
+        out["archive_url"] = SQLITE_PREFIX + str(base / url[len(SQLITE_PREFIX) :])
     if isinstance(out.get("policy_files"), list):
         out["policy_files"] = [p if Path(p).is_absolute() else str(base / p) for p in out["policy_files"]]
     return out
@@ -220,6 +225,20 @@ class Settings(BaseModel):
     )
     sink_give_up_seconds: Annotated[float, Field(gt=0)] = Field(
         3600, description="A decision still failing after this long is dead-lettered as retries_exhausted"
+    )
+
+    # Archive (`leadrelay archive` and `leadrelay export`, streams/archive/)
+    archive_url: Annotated[str, StringConstraints(pattern=r"^(sqlite:///.+|postgres(ql)?://.+)$")] = Field(
+        "sqlite:///.state/archive.sqlite3",
+        description="Archive database: sqlite:///<file> (embedded, relative to the working directory or config file) "
+        "or postgresql://user@host:port/db",
+    )
+    archive_password: SecretStr | None = Field(
+        None, description="PostgreSQL password of the archive (never logged; keep it out of archive_url)"
+    )
+    archive_group_id: str = Field("leadrelay-archive", description="Consumer group of the archive (its own offsets)")
+    archive_batch_max_records: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        500, description="Most records written to the database in one transaction (then offsets are committed)"
     )
 
     @property

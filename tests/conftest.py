@@ -10,6 +10,7 @@ import pytest
 
 from streams.tools import localkafka
 from tests import factories
+from tests.postgres import PG_GLOB, PostgresServer, find_binaries
 
 
 @pytest.fixture
@@ -42,3 +43,26 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield handle.bootstrap
     finally:
         localkafka.stop(state)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server (Debian's package) for the session, stopped at its end. Missing binaries
+    skip the test locally, with the reason, and fail it under CI (`make test` installs them first)."""
+    binaries = find_binaries()
+    if binaries is None:
+        reason = f"no PostgreSQL server under {PG_GLOB}: run scripts/system-deps.sh (apt-get install postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = PostgresServer.start(binaries)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh database on the session's server."""
+    return postgres_server.new_database()

@@ -1,4 +1,5 @@
-"""The `leadrelay` command: worker, ingress, sink, kafka, topics, produce, tail, demo, simulate, replay, report."""
+"""The `leadrelay` command: worker, ingress, sink, archive, export, kafka, topics, produce, tail, demo, simulate,
+replay, report."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from aiokafka.errors import KafkaError
 from evaluation.commands import add_replay_parser as add_replay
 from evaluation.commands import add_report_parser as add_report
 from evaluation.run import add_parser as add_simulate
+from streams.archive.tables import BY_TABLE
 from streams.kafka.admin import TopicMismatch
 from streams.settings import Settings, SettingsError
 
@@ -93,6 +95,48 @@ def cmd_sink(args: argparse.Namespace) -> int:
     from streams.sink.webhook import run
 
     return run(_settings(args))
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    from streams.archive.archiver import run
+
+    return run(_settings(args))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from streams.archive.export import Query, export, format_of
+    from streams.archive.store import ArchiveStore, redact
+
+    settings = _settings(args)
+    query = Query(table=args.table, since=args.since, until=args.until, pool=args.pool, rep=args.rep)
+    fmt = format_of(args.out, args.format)
+    if fmt == "parquet" and (not args.out or args.out == "-"):
+        print("leadrelay export: Parquet needs a file: --out PATH", file=sys.stderr)
+        return 2
+    store = ArchiveStore.from_settings(settings)
+    try:
+        count = export(store, query, fmt, args.out)
+    except OSError as exc:
+        print(f"leadrelay export: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the database: unreachable, refused credentials, no archive yet
+        print(f"leadrelay export: archive {redact(settings.archive_url)}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        store.close()
+    if args.out and args.out != "-":
+        print(f"exported {count} {args.table} rows to {args.out} ({fmt})", file=sys.stderr)
+    return 0
+
+
+def _timestamp(text: str) -> datetime:
+    """argparse type: ISO 8601; without an offset it is UTC."""
+    from streams.archive.tables import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 timestamp, got {text!r}") from None
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:
@@ -307,6 +351,25 @@ def _add_processes(sub: Any) -> None:
     si = sub.add_parser("sink", help="deliver decisions to a CRM until SIGTERM/Ctrl-C (sink_* settings)")
     si.add_argument("kind", choices=["webhook"], help="webhook: one HTTP request per decision (sink_template)")
     si.set_defaults(func=cmd_sink)
+    ar = sub.add_parser(
+        "archive", help="keep every decision and deal in the archive database until SIGTERM/Ctrl-C (archive_*)"
+    )
+    ar.set_defaults(func=cmd_archive)
+    ex = sub.add_parser("export", help="write archived rows to CSV or Parquet, by time range, pool and rep")
+    ex.add_argument(
+        "--table", choices=sorted(BY_TABLE), default="decisions", help="what to export (default: %(default)s)"
+    )
+    ex.add_argument(
+        "--since", type=_timestamp, help="rows at or after this time, ISO 8601, UTC if no offset (default: the oldest)"
+    )
+    ex.add_argument("--until", type=_timestamp, help="rows before this time (default: up to the newest)")
+    ex.add_argument("--pool", help="only this pool (default: every pool)")
+    ex.add_argument("--rep", help="only this rep; deals: the credited rep, else the lead's holder (default: every rep)")
+    ex.add_argument(
+        "--format", choices=["csv", "parquet"], help="default: parquet for an --out ending in .parquet, else csv"
+    )
+    ex.add_argument("--out", help="output file (default: standard output, CSV only)")
+    ex.set_defaults(func=cmd_export)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -209,9 +209,9 @@ def test_compose_topology(tmp_path: Path) -> None:
     assert len(states) == 2, "each worker needs its own state volume"
     assert states <= set(compose()["volumes"])
     assert services["topics"]["command"] == ["topics"]
-    # Prometheus scrapes exactly the workers, on their web port
+    # Prometheus scrapes exactly the workers, on their web port, as job "leadrelay" (the alerts' job)
     prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
-    [job] = prometheus["scrape_configs"]
+    [job] = [j for j in prometheus["scrape_configs"] if j["job_name"] == "leadrelay"]
     assert sorted(job["static_configs"][0]["targets"]) == [f"{w}:6066" for w in workers]
     # every mounted file exists in the repository
     for service in services.values():

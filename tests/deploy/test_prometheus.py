@@ -106,5 +106,7 @@ def test_compose_prometheus_config_is_valid_and_loads_the_rules() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     loaded = yaml.safe_load(path.read_text())
     assert loaded["rule_files"] == [ALERTS.name]
-    [job] = loaded["scrape_configs"]
-    assert job["job_name"] == "leadrelay"  # the alerts select up{job="leadrelay"}
+    [job] = [
+        j for j in loaded["scrape_configs"] if j["job_name"] == "leadrelay"
+    ]  # the alerts select up{job="leadrelay"}
+    assert all(j["job_name"].startswith("leadrelay-") for j in loaded["scrape_configs"] if j is not job)

@@ -1,0 +1,1 @@
+"""The archive: every decision and deal in a database (SQLite or PostgreSQL), exported to CSV and Parquet."""
