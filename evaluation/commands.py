@@ -83,6 +83,14 @@ def add_report_parser(sub: Any) -> argparse.ArgumentParser:
         "report", help="conversion by strategy, variant, rep and tier; A/B with a stopping rule; fairness over time"
     )
     p.add_argument("--decisions", help="JSON lines of decisions: read files (default: from Kafka)")
+    p.add_argument(
+        "--archive",
+        nargs="?",
+        const="",
+        metavar="URL",
+        help="read decisions and deals from the archive (`leadrelay archive`): its database URL, or the "
+        "configured archive_url without one (default: from Kafka); --since/--until select by decided_at",
+    )
     p.add_argument("--deals", help="JSON lines of DealClosed (files: default none; Kafka: deals.closed)")
     p.add_argument("--leads", help="JSON lines of LeadCreated, for lead values (files: default none; Kafka: leads.new)")
     p.add_argument("--roster", help="roster file, for rep tiers and capacity (files: default none; Kafka: reps.roster)")
@@ -163,7 +171,11 @@ def replay_main(args: argparse.Namespace, settings: Callable[[], Settings]) -> i
 
 def report_main(args: argparse.Namespace, settings: Callable[[], Settings]) -> int:
     try:
-        if args.decisions:
+        if args.archive is not None:
+            decisions, deals = _report_from_archive(settings, args)
+            leads = read_jsonl(Path(args.leads), LeadCreated) if args.leads else []
+            roster = read_jsonl(Path(args.roster), RepUpdated) if args.roster else []
+        elif args.decisions:
             decisions = read_jsonl(Path(args.decisions), AssignmentDecision)
             deals = read_jsonl(Path(args.deals), DealClosed) if args.deals else []
             leads = read_jsonl(Path(args.leads), LeadCreated) if args.leads else []
@@ -201,6 +213,26 @@ def report_main(args: argparse.Namespace, settings: Callable[[], Settings]) -> i
     for problem in problems:  # a bug, never a property of the input: every lead is in one row of each table
         print(f"leadrelay report: totals do not add up: {problem}", file=sys.stderr)
     return 1 if problems else 0
+
+
+def _report_from_archive(
+    settings: Callable[[], Settings], args: argparse.Namespace
+) -> tuple[list[AssignmentDecision], list[DealClosed]]:
+    """Decisions decided in [since, until) and deals closed since `since`, as the archive keeps them (every
+    attempt once, by decision id): the history outlives the topics' retention there."""
+    from streams.archive.store import ArchiveStore, redact
+    from streams.archive.tables import DEALS, DECISIONS
+
+    store = ArchiveStore(args.archive) if args.archive else ArchiveStore.from_settings(settings())
+    try:
+        rows = store.select(DECISIONS, since=args.since, until=args.until)
+        decisions = [AssignmentDecision.model_validate_json(row[-1]) for row in rows]
+        deals = [DealClosed.model_validate_json(row[-1]) for row in store.select(DEALS, since=args.since)]
+    except Exception as exc:  # sqlite3 / psycopg errors, records that no longer validate: one line
+        raise HistoryError(f"cannot read the archive {redact(store.url)}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        store.close()
+    return decisions, deals
 
 
 def _report_from_kafka(

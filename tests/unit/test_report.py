@@ -189,3 +189,44 @@ def test_the_cli_reports_files(history, tmp_path, capsys) -> None:
         "report-load.png",
         "report-fairness.png",
     }
+
+
+def test_the_report_reads_the_archive_like_the_files_it_came_from(history, tmp_path, capsys) -> None:
+    """`report --archive`: decisions and deals from the archive's database give the report the same
+    history as the records themselves, re-emitted decisions and all (the archive keeps each once)."""
+    from streams.archive.archiver import row_of
+    from streams.archive.store import ArchiveStore
+    from streams.archive.tables import DEALS, DECISIONS
+    from tests.archive_support import consumed
+
+    deals = [d for _, d in history.deals]
+    repeated = history.decisions + history.decisions[:40]  # the topic holds re-emitted decisions too
+    url = f"sqlite:///{tmp_path}/archive.sqlite3"
+    store = ArchiveStore(url)
+    try:
+        store.upsert([row_of(DECISIONS, r) for r in consumed("leads.assignments", repeated)])
+        store.upsert([row_of(DEALS, r) for r in consumed("deals.closed", deals)])
+    finally:
+        store.close()
+    files = write_jsonl(history, tmp_path / "h")
+    from_files, from_archive = tmp_path / "files", tmp_path / "archive"
+    base = ["report", "--period", "day", "--no-charts"]
+    assert (
+        main([*base, "--decisions", str(files["decisions"]), "--deals", str(files["deals"]), "--out", str(from_files)])
+        == 0
+    )
+    assert main([*base, "--archive", url, "--out", str(from_archive)]) == 0
+    capsys.readouterr()
+    expected = json.loads((from_files / "report.json").read_text())
+    got = json.loads((from_archive / "report.json").read_text())
+    assert got["totals"] == expected["totals"] and got["totals"]["leads"] == len({d.lead_id for d in repeated})
+    assert got["by"] == expected["by"]
+    assert got["over_time"] == expected["over_time"]
+
+
+def test_report_names_an_archive_it_cannot_read_in_one_line(tmp_path, capsys) -> None:
+    url = f"sqlite:///{tmp_path}/not-a-db.sqlite3"
+    (tmp_path / "not-a-db.sqlite3").write_bytes(b"this is not a database" * 100)
+    assert main(["report", "--archive", url, "--out", str(tmp_path / "out"), "--no-charts"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("leadrelay report: cannot read the archive") and err.count("\n") == 1
