@@ -32,7 +32,7 @@ from streams.web import logs
 
 log = logging.getLogger("leadrelay.match_deals")
 MAX_PARKED = 10
-SWEEP_ROWS = 5000  # index rows looked at per housekeeping step and task
+SWEEP_ROWS = 2000  # index rows looked at per housekeeping step and task
 
 
 def handler(settings: Settings) -> Callable[[Context, Event], Awaitable[None]]:
