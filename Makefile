@@ -50,7 +50,7 @@ chaos: venv
 	$(VENV)/python -m pytest -q -m slow
 
 # Benchmarks (docs/benchmarks.md): core decision time, then the worker on one local broker against plain
-# aiokafka and bare Faust baselines (about 15 min on 2 cores). `make bench BENCH_ARGS=--quick`: small N.
+# aiokafka and bare Faust baselines (about 5 min on 2 cores). `make bench BENCH_ARGS=--quick`: small N.
 bench: venv
 	$(VENV)/python -m bench decide worker $(BENCH_ARGS)
 
