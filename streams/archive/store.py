@@ -89,8 +89,12 @@ class ArchiveStore:
             path = Path(self.url[len(SQLITE_PREFIX) :])
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
-            conn.execute("PRAGMA journal_mode=WAL")  # `export` reads while the archive writes
-            conn.execute("PRAGMA synchronous=FULL")  # committed means on disk: offsets move only after it
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")  # `export` reads while the archive writes
+                conn.execute("PRAGMA synchronous=FULL")  # committed means on disk: offsets move only after it
+            except BaseException:
+                conn.close()  # not a database, or locked: no connection left open behind the error
+                raise
             self._conn = conn
         else:
             import psycopg
