@@ -7,8 +7,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from routing import learning, performance
-from routing.decide import evaluate
+from routing import learning, performance, sla
+from routing.decide import Outcome, evaluate
 from routing.frame import PoolFrame, day_keys
 from routing.model import Load, PoolState
 from routing.policy import Policy
@@ -32,6 +32,12 @@ class LedgerEntry:
     # The half-life (days) of the policy that decided the lead: its outcome teaches the model with it,
     # so the learned rows follow from the log alone (None: the legacy, never-forgetting counts).
     half_life: float | None = None
+    # The lifecycle (routing/lifecycle.py); absent from entries that never had any of it.
+    sla_due: str | None = None  # due time of the holder's follow-up timer (its row: sla|<due>|<pool>|<lead>)
+    holders: tuple[str, ...] = ()  # reps that held the lead before the current attempt, oldest first
+    touched_at: str | None = None  # log time of the last activity (what stopped the timer)
+    last_activity: Mapping[str, Any] | None = None  # kind, rep_id, occurred_at of the last activity
+    closure: Mapping[str, Any] | None = None  # a close without a deal: reason, by, rep_id, at, summary
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LedgerEntry:
@@ -44,6 +50,11 @@ class LedgerEntry:
             tuple(data.get("features") or ()),
             data.get("released_at"),
             data.get("half_life"),
+            data.get("sla_due"),
+            tuple(data.get("holders") or ()),
+            data.get("touched_at"),
+            data.get("last_activity"),
+            data.get("closure"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -56,7 +67,16 @@ class LedgerEntry:
             "features": list(self.features),
             "released_at": self.released_at,
             **({"half_life": self.half_life} if self.half_life is not None else {}),
+            **({"sla_due": self.sla_due} if self.sla_due is not None else {}),
+            **({"holders": list(self.holders)} if self.holders else {}),
+            **({"touched_at": self.touched_at} if self.touched_at is not None else {}),
+            **({"last_activity": dict(self.last_activity)} if self.last_activity is not None else {}),
+            **({"closure": dict(self.closure)} if self.closure is not None else {}),
         }
+
+    @property
+    def attempt(self) -> int:
+        return int(self.decision.get("attempt", 1))
 
     @property
     def closed(self) -> bool:
@@ -93,7 +113,12 @@ def assign(
     """Decide a lead once. A lead already in the ledger gets its stored decision back, state untouched."""
     if entry is not None:
         return Assigned(AssignmentDecision.model_validate(entry.decision), entry, None, None, duplicate=True)
-    outcome = evaluate(lead, frame, policy, now=now)
+    return record(evaluate(lead, frame, policy, now=now), frame, policy, now=now)
+
+
+def record(outcome: Outcome, frame: PoolFrame, policy: Policy, *, now: datetime) -> Assigned:
+    """What a decision changes: the chosen rep's load, the pool's state, the lead's new ledger entry
+    (with the holder's follow-up due time when the policy has a follow-up SLA)."""
     decision = outcome.decision
     feats = tuple(outcome.route.features) if outcome.route else ()
     learn = policy.learning
@@ -126,6 +151,9 @@ def assign(
         value=outcome.value,
         features=feats,
         half_life=learn.half_life_days if learn is not None else None,
+        sla_due=sla.stamp(sla.due_at(now, policy.follow_up, frame.reps[outcome.index]))
+        if policy.follow_up is not None and outcome.index is not None and decision.rep_id is not None
+        else None,
     )
     return Assigned(decision, new_entry, new_load, new_state, duplicate=False)
 

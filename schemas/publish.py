@@ -28,7 +28,7 @@ from routing.policy import Policy
 from schemas import examples
 from schemas.compat import Direction, breaking_changes
 from schemas.deadletter import DEAD_LETTER_VERSION, DeadLetterHeaders
-from schemas.events import SCHEMA_VERSION, AssignmentDecision, DealClosed, LeadCreated, RepUpdated
+from schemas.events import SCHEMA_VERSION, AssignmentDecision, DealClosed, LeadActivity, LeadCreated, RepUpdated
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -86,6 +86,17 @@ CONTRACTS: tuple[Contract, ...] = (
         "lead_id",
         "The outcome of a lead, from the CRM; releases the lead's capacity and feeds performance.",
         examples.DEAL_CLOSED,
+    ),
+    Contract(
+        "leads.activity",
+        LeadActivity,
+        "input",
+        SCHEMA_VERSION,
+        "lead_id",
+        "What a rep did with a lead, from the CRM: any kind touches the lead and stops its follow-up timer;"
+        " disqualified, duplicate and cancelled close it without a deal and release its rep's capacity."
+        " `status` and `note` must not carry personal data (`note` is never stored).",
+        examples.LEAD_ACTIVITY,
     ),
     Contract(
         "reps.roster",

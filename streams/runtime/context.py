@@ -128,10 +128,12 @@ class Context:
     topics: Topics
     tables: Tables
     metrics: Metrics
+    partition: int = 0  # the task's partition (its stage's caches are per partition)
 
 
 def binder(settings: Settings, metrics: Metrics) -> Callable[[Task], Context]:
     def bind(task: Task) -> Context:
-        return Context(settings=settings, topics=Topics(settings, task), tables=Tables(task), metrics=metrics)
+        topics, tables = Topics(settings, task), Tables(task)
+        return Context(settings=settings, topics=topics, tables=tables, metrics=metrics, partition=task.partition)
 
     return bind
