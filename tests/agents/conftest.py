@@ -250,7 +250,7 @@ class Harness:
 
     def table(self, kind: str) -> dict[str, Any]:
         """One kind of row (`ledger`, `lead-index`, ...) over every partition, keys without the kind."""
-        stage = "leads" if kind in ("lead-index", "parked-deals") else "route"
+        stage = "leads" if kind in ("lead-index", "parked-deals", "parked-activity") else "route"
         prefix = f"{kind}|"
         out = {}
         for partition in range(PARTITIONS):
