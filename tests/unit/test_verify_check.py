@@ -14,8 +14,9 @@ from typing import Any
 import orjson
 
 from routing.model import Rep
-from schemas.events import AssignmentDecision, Explanation, LeadCreated, RepUpdated, ScoredRep
+from schemas.events import AssignmentDecision, Explanation, LeadActivity, LeadCreated, RepUpdated, ScoredRep
 from schemas.internal import LeadArrived, RepChanged
+from streams.kafka.topics import home_partition
 from streams.settings import Settings
 from streams.tools.verify import Report, check
 
@@ -159,3 +160,81 @@ def test_the_reps_table_is_compared_with_the_rep_as_its_pool_sees_it() -> None:
     contents["route"] = records([(b"loads|a|r1", b'{"open": 1}'), (b"reps|a|r1", orjson.dumps(wrong))])
     report = run(contents)
     assert report.state_mismatches == ["reps a|r1: table (10, 'available', True) != pool log (2, 'available', True)"]
+
+
+# --- the lifecycle: reassignments and closing activity (issue 12) -------------------------------------
+
+HOUR_MS = 3_600_000
+
+
+def attempt(d: AssignmentDecision, n: int, rep_id: str | None, held: list[str], at_ms: int) -> AssignmentDecision:
+    """Attempt n of a decision, as a follow-up timer makes it at `at_ms`."""
+    return d.model_copy(
+        update={
+            "attempt": n,
+            "decision_id": f"id-{d.lead_id}#{n}",
+            "rep_id": rep_id,
+            "trigger": "sla_expired",
+            "previous_holders": held,
+            "decided_at": datetime.fromtimestamp(at_ms / 1000, UTC),
+        }
+    )
+
+
+def lifecycle_run(second_to: str = "r2", open_r1: int = 1) -> dict[str, list[Any]]:
+    """r1 and r2 hold one lead each at most. L1 goes to r1; its timer gives it to `second_to` an hour
+    later; L2 arrives two hours later and goes to r1 again (free since the reassignment)."""
+    reps = [RepUpdated(rep_id=r, pools=["a"], capacity=1) for r in ("r1", "r2")]
+    l1, l2 = lead("L1", pool="a"), lead("L2", pool="a")
+    t = Record(0, 0, None, None).timestamp
+    d1 = decision("L1", "a", "r1", capacity=1)
+    d2 = decision("L2", "a", "r1", capacity=1)
+    decisions = [d1, attempt(d1, 2, second_to, ["r1"], t + HOUR_MS), d2]
+    contents = topics([l1, l2], decisions, reps, [])
+    p = home_partition("a", SETTINGS.partitions)
+    log = [*(RepChanged(pool="a", rep_id=r.rep_id, profile=r) for r in reps), arrived(l1, "a"), arrived(l2, "a")]
+    stamps = [t, t, t, t + 2 * HOUR_MS]
+    contents["pool_events"] = [
+        Record(p, i, b"a", ev.model_dump_json().encode(), ts)
+        for i, (ev, ts) in enumerate(zip(log, stamps, strict=True))
+    ]
+    contents["route"] = route_rows(open_r1, 1 if second_to == "r2" else 0)
+    return contents
+
+
+def route_rows(open_r1: int, open_r2: int) -> list[Record]:
+    reps = {
+        f"reps|a|{r}": Rep.from_event(RepUpdated(rep_id=r, pools=["a"], capacity=1), "a").to_dict()
+        for r in ("r1", "r2")
+    }
+    loads = {"loads|a|r1": {"open": open_r1}, "loads|a|r2": {"open": open_r2}}
+    return records((k.encode(), orjson.dumps(v)) for k, v in {**reps, **loads}.items())
+
+
+def test_a_reassignment_releases_its_silent_holder_in_the_replays() -> None:
+    report = run(lifecycle_run())
+    assert report.ok, report.problems()
+    assert report.reassignments == 1 and report.checked_in_pool_log == 2
+
+
+def test_an_attempt_given_to_a_previous_holder_is_reported() -> None:
+    report = run(lifecycle_run(second_to="r1", open_r1=2), state=False)
+    assert report.repeated_holders == ["L1: attempt 2 -> r1, held before: ['r1']"]
+    assert not report.ok
+
+
+def test_loads_that_missed_a_reassignments_release_are_reported() -> None:
+    report = run(lifecycle_run(open_r1=2))
+    assert report.state_mismatches == ["a|r1: table 2 != replay 1"]
+
+
+def test_a_closing_activity_releases_the_holder_in_the_replay() -> None:
+    contents = lifecycle_run()
+    closing = LeadActivity(lead_id="L2", kind="duplicate", occurred_at=T0)
+    contents["activity"] = records([(b"L2", closing.model_dump_json().encode())])
+    assert run(contents).state_mismatches == ["a|r1: table 1 != replay 0"]
+    contents["route"] = route_rows(0, 1)
+    assert run(contents).ok
+    touching = LeadActivity(lead_id="L2", kind="first_contact", occurred_at=T0)
+    contents["activity"] = records([(b"L2", touching.model_dump_json().encode())])
+    assert run(contents).state_mismatches == ["a|r1: table 0 != replay 1"], "only closing kinds release"
