@@ -11,8 +11,8 @@ I4 no decision went to a rep that was unavailable or absent in the roster at tha
    are in the order the route agent saw them); a lead missing from that log falls back to the roster
    topic's timestamps (with ROSTER_SLACK_MS of overlap)
 I5 no input offset was skipped: each leads.new record led to a decision or a DLQ record, and each
-   deals.closed record reached its pool (pool-events) or the DLQ; every DLQ record says where it came
-   from and why
+   deals.closed and leads.activity record reached its pool (pool-events) or the DLQ; every DLQ record
+   says where it came from and why
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ class Report:
     unavailable_assignments: list[str] = field(default_factory=list)
     state_mismatches: list[str] = field(default_factory=list)
     skipped_deals: list[str] = field(default_factory=list)  # deals.closed offsets neither routed nor dead
+    skipped_activity: list[str] = field(default_factory=list)  # leads.activity offsets neither routed nor dead
     unexplained_dead_letters: list[str] = field(default_factory=list)  # DLQ records without origin/reason
     internal_errors: int = 0  # DLQ records with reason internal_error: a bug was hit (not an invariant)
     checked_in_pool_log: int = 0  # decisions whose I4 check used the pool log (the rest: roster timestamps)
@@ -69,6 +70,7 @@ class Report:
         "unavailable_assignments",
         "skipped_offsets",
         "skipped_deals",
+        "skipped_activity",
         "unexplained_dead_letters",
     )
 
@@ -107,6 +109,7 @@ class Report:
             row("I4 decisions checked in pool log", self.checked_in_pool_log),
             row("I5 skipped input offsets", len(self.skipped_offsets), not self.skipped_offsets),
             row("I5 deals neither routed nor DLQ", len(self.skipped_deals), not self.skipped_deals),
+            row("I5 activity neither routed nor DLQ", len(self.skipped_activity), not self.skipped_activity),
             row("I5 DLQ records without reason", len(self.unexplained_dead_letters), not self.unexplained_dead_letters),
             row("internal errors (DLQ)", self.internal_errors),
         ]
@@ -176,7 +179,9 @@ def check(records: dict[str, list[Any]], settings: Settings, *, check_state: boo
     _check_capacity(report, chains)
     _check_availability(report, first, chains, records["roster"], pool_log, settings.partitions)
     dead_deals = dead.get(settings.topic_deals_closed, set())
-    _check_deals_routed(report, records["deals"], dead_deals, pool_log, settings.topic_deals_closed)
+    _check_deals_routed(report.skipped_deals, records["deals"], dead_deals, pool_log, settings.topic_deals_closed)
+    topic = settings.topic_lead_activity
+    _check_deals_routed(report.skipped_activity, records.get("activity") or [], dead.get(topic, set()), pool_log, topic)
     if check_state:
         report.checked_state = True
         route = read_table(records.get("route") or [])
@@ -236,7 +241,7 @@ class _PoolLog:
     record's timestamp (ms)."""
 
     partitions: dict[int, list[tuple[int, Any]]] = field(default_factory=dict)
-    deal_origins: set[tuple[str, int, int]] = field(default_factory=set)
+    origins: set[tuple[str, int, int]] = field(default_factory=set)  # of the deals and activity it holds
 
 
 def _parse_pool_log(records: list[Any]) -> _PoolLog:
@@ -247,8 +252,8 @@ def _parse_pool_log(records: list[Any]) -> _PoolLog:
             ev = POOL_EVENT.validate_json(r.value) if r.value else None
         except ValidationError:
             continue
-        if isinstance(ev, DealArrived) and ev.origin is not None:
-            log.deal_origins.add((ev.origin.topic, ev.origin.partition, ev.origin.offset))
+        if isinstance(ev, DealArrived | ActivityArrived) and ev.origin is not None:
+            log.origins.add((ev.origin.topic, ev.origin.partition, ev.origin.offset))
         if isinstance(ev, LeadArrived | RepChanged | DealArrived | ActivityArrived):
             by_partition[r.partition].append((r.offset, r.timestamp, ev))
     log.partitions = {
@@ -258,11 +263,12 @@ def _parse_pool_log(records: list[Any]) -> _PoolLog:
 
 
 def _check_deals_routed(
-    report: Report, deals: list[Any], dead: set[tuple[int, int]], pool_log: _PoolLog, topic: str
+    skipped: list[str], records: list[Any], dead: set[tuple[int, int]], pool_log: _PoolLog, topic: str
 ) -> None:
-    for r in deals:
-        if (r.partition, r.offset) not in dead and (topic, r.partition, r.offset) not in pool_log.deal_origins:
-            report.skipped_deals.append(f"{topic}[{r.partition}]@{r.offset}")
+    """I5 for deals and activity: each record reached its lead's pool log or the DLQ."""
+    for r in records:
+        if (r.partition, r.offset) not in dead and (topic, r.partition, r.offset) not in pool_log.origins:
+            skipped.append(f"{topic}[{r.partition}]@{r.offset}")
 
 
 def _available(profile: RepUpdated | None, pool: str) -> bool:

@@ -15,7 +15,7 @@ import orjson
 
 from routing.model import Rep
 from schemas.events import AssignmentDecision, Explanation, LeadActivity, LeadCreated, RepUpdated, ScoredRep
-from schemas.internal import LeadArrived, RepChanged
+from schemas.internal import ActivityArrived, LeadArrived, Origin, RepChanged
 from streams.kafka.topics import home_partition
 from streams.settings import Settings
 from streams.tools.verify import Report, check
@@ -228,13 +228,29 @@ def test_loads_that_missed_a_reassignments_release_are_reported() -> None:
     assert report.state_mismatches == ["a|r1: table 2 != replay 1"]
 
 
+def with_activity(contents: dict[str, list[Any]], kind: str, *, routed: bool = True) -> dict[str, list[Any]]:
+    """An activity for L2 on leads.activity and (when routed) in pool a's log, after L2."""
+    act = LeadActivity(lead_id="L2", kind=kind, occurred_at=T0)  # type: ignore[arg-type]
+    contents["activity"] = records([(b"L2", act.model_dump_json().encode())])
+    if routed:
+        origin = Origin(topic=SETTINGS.topic_lead_activity, partition=0, offset=0)
+        ev = ActivityArrived(pool="a", activity=act, origin=origin)
+        last = contents["pool_events"][-1]
+        contents["pool_events"].append(
+            Record(last.partition, last.offset + 1, b"a", ev.model_dump_json().encode(), last.timestamp)
+        )
+    return contents
+
+
 def test_a_closing_activity_releases_the_holder_in_the_replay() -> None:
-    contents = lifecycle_run()
-    closing = LeadActivity(lead_id="L2", kind="duplicate", occurred_at=T0)
-    contents["activity"] = records([(b"L2", closing.model_dump_json().encode())])
+    contents = with_activity(lifecycle_run(), "duplicate")
     assert run(contents).state_mismatches == ["a|r1: table 1 != replay 0"]
     contents["route"] = route_rows(0, 1)
     assert run(contents).ok
-    touching = LeadActivity(lead_id="L2", kind="first_contact", occurred_at=T0)
-    contents["activity"] = records([(b"L2", touching.model_dump_json().encode())])
-    assert run(contents).state_mismatches == ["a|r1: table 0 != replay 1"], "only closing kinds release"
+    touching = with_activity(lifecycle_run(), "first_contact")
+    assert run(touching).ok, "only closing kinds release"
+
+
+def test_activity_neither_routed_nor_dead_lettered_is_a_skipped_offset() -> None:
+    report = run(with_activity(lifecycle_run(), "follow_up", routed=False))
+    assert report.skipped_activity == [f"{SETTINGS.topic_lead_activity}[0]@0"]
