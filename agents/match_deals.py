@@ -21,11 +21,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from agents import ingest_activity, ingest_deals, ingest_leads
+from agents import ingest_activity, ingest_claims, ingest_deals, ingest_leads
 from schemas.internal import (
     LEAD_EVENT,
     ActivityArrived,
     ActivityUnrouted,
+    ClaimArrived,
+    ClaimUnrouted,
     DealArrived,
     DealUnrouted,
     LeadArrived,
@@ -53,13 +55,16 @@ def handler(settings: Settings) -> Callable[[Context, Event], Awaitable[None]]:
         if msg.topic == lead_topic:  # already validated, on its lead's partition
             await on_lead_event(ctx, parse_internal(LEAD_EVENT, msg.value))
             return
-        ev: LeadArrived | DealUnrouted | ActivityUnrouted
+        ev: LeadArrived | DealUnrouted | ActivityUnrouted | ClaimUnrouted
         if msg.topic == settings.topic_leads_new:
             ev = ingest_leads.arrived(settings, event)
             lead_id = ev.lead.lead_id
         elif msg.topic == settings.topic_lead_activity:
             ev = ingest_activity.unrouted(settings, event)
             lead_id = ev.activity.lead_id
+        elif msg.topic == settings.topic_claims:
+            ev = ingest_claims.unrouted(settings, event)
+            lead_id = ev.claim.lead_id
         else:
             ev = ingest_deals.unrouted(settings, event)
             lead_id = ev.deal.lead_id
@@ -88,6 +93,9 @@ async def on_lead_event(ctx: Context, ev: object) -> None:
     elif isinstance(ev, ActivityUnrouted):
         with logs.bind(lead_id=ev.activity.lead_id):
             await on_activity(ctx, ev, now)
+    elif isinstance(ev, ClaimUnrouted):
+        with logs.bind(lead_id=ev.claim.lead_id):
+            await on_claim(ctx, ev, now)
     elif isinstance(ev, LeadIndexed):  # written by 0.1 workers (schemas/internal.py)
         on_indexed(ctx, ev, now)
     else:
@@ -209,6 +217,17 @@ async def give_up_waiting_activity(ctx: Context, lead_id: str, now: datetime) ->
         del t.parked_activity[lead_id]
     for act in (p for p in parked if p.first_seen_at + wait < now):
         await give_up_activity(ctx, act, UnknownLead("no decision for this lead within the wait", field="lead_id"))
+
+
+async def on_claim(ctx: Context, ev: ClaimUnrouted, now: datetime) -> None:
+    """A claim goes to its lead's pool; a claim for a lead never decided is answered at once (people
+    claim what `leadrelay pool` lists: there is nothing to wait for)."""
+    index = ctx.tables.lead_index.get(ev.claim.lead_id)
+    if index is not None:
+        routed = ClaimArrived(pool=index["pool"], claim=ev.claim, origin=ev.origin)
+        await ctx.topics.pool_events.send(key=index["pool"].encode(), value=dump(routed))
+        return
+    await ingest_claims.answer(ctx, ev.claim, None, "unknown_lead", "no decision for this lead", now)
 
 
 async def give_up_waiting(ctx: Context, lead_id: str, now: datetime) -> None:

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
-from routing import fairness, lifecycle, sla
+from agents.ingest_claims import answer
+from routing import claims, fairness, lifecycle, sla
 from routing.ledger import LedgerEntry, assign, close, cursor_after_leaving, expired, with_member
 from routing.model import Load, Rep
 from routing.policy import Policy
@@ -16,6 +17,7 @@ from schemas.events import AssignmentDecision, LeadCreated
 from schemas.internal import (
     POOL_EVENT,
     ActivityArrived,
+    ClaimArrived,
     DealArrived,
     LeadArrived,
     PolicyChanged,
@@ -167,6 +169,37 @@ async def reassign(
     )
 
 
+async def on_claim(ctx: Context, cache: PoolCache, ev: ClaimArrived, now: datetime) -> None:
+    """The first valid claim in the pool's log takes the lead: a new attempt for the claimant; every
+    other claim is answered with its reason."""
+    t, c = ctx.tables, ev.claim
+    stored = t.ledger.get(key(ev.pool, c.lead_id))
+    if stored is None:
+        await answer(ctx, c, ev.pool, "unknown_lead", f"no decision for this lead in pool {ev.pool}", now)
+        return
+    entry = LedgerEntry.from_dict(stored)
+    if entry.lead is None:  # not claimable, or made claimable before leads were kept for claims
+        await answer(ctx, c, ev.pool, "not_claimable", f"the lead is {entry.status}", now)
+        return
+    lead = LeadCreated.model_validate(entry.lead)
+    frame, policy = cache.frame(ev.pool), cache.policy(ev.pool)
+    load = Load.from_dict(t.loads.get(key(ev.pool, c.rep_id)))
+    result = claims.claim(lead, frame, policy, entry, c.rep_id, load, now=now)
+    new = result.assigned
+    if new is not None:
+        t.ledger[key(ev.pool, c.lead_id)] = new.entry.to_dict()
+        start_timer(ctx, ev.pool, lead, new.entry)
+        if new.load is not None:
+            set_load(ctx, cache, ev.pool, c.rep_id, new.load)
+        if new.state is not None:
+            t.pools[ev.pool] = new.state.to_dict()
+            frame.set_state(new.state)
+        await ctx.topics.assignments.send(key=c.lead_id.encode(), value=dump(new.decision))
+        ctx.metrics.record_decision(new.decision, None)
+        ctx.metrics.set_pool_state(ev.pool, open_leads=int(frame.open.sum()), capacity=frame.total_capacity())
+    await answer(ctx, c, ev.pool, result.reason, result.detail, now, new.decision if new else None)
+
+
 def on_rep(ctx: Context, cache: PoolCache, ev: RepChanged) -> None:
     t = ctx.tables
     rep_key = key(ev.pool, ev.rep_id)
@@ -284,6 +317,9 @@ async def handle_event(ctx: Context, cache: PoolCache, event: Event) -> None:
     elif isinstance(ev, ActivityArrived):
         with logs.bind(lead_id=ev.activity.lead_id, pool=ev.pool):
             on_activity(ctx, cache, ev, now)
+    elif isinstance(ev, ClaimArrived):
+        with logs.bind(lead_id=ev.claim.lead_id, pool=ev.pool):
+            await on_claim(ctx, cache, ev, now)
     elif isinstance(ev, PolicyChanged):
         on_policy(ctx, cache, ev)
     else:  # a 0.1 worker's housekeeping request (schemas/internal.py)

@@ -38,6 +38,8 @@ class LedgerEntry:
     touched_at: str | None = None  # log time of the last activity (what stopped the timer)
     last_activity: Mapping[str, Any] | None = None  # kind, rep_id, occurred_at of the last activity
     closure: Mapping[str, Any] | None = None  # a close without a deal: reason, by, rep_id, at, summary
+    claimed: bool = False  # the holder claimed it from the open pool (counts against its holding limit)
+    lead: Mapping[str, Any] | None = None  # the lead (no contact data) while claimable: a claim decides on it
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LedgerEntry:
@@ -55,6 +57,8 @@ class LedgerEntry:
             data.get("touched_at"),
             data.get("last_activity"),
             data.get("closure"),
+            bool(data.get("claimed", False)),
+            data.get("lead"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,6 +76,8 @@ class LedgerEntry:
             **({"touched_at": self.touched_at} if self.touched_at is not None else {}),
             **({"last_activity": dict(self.last_activity)} if self.last_activity is not None else {}),
             **({"closure": dict(self.closure)} if self.closure is not None else {}),
+            **({"claimed": True} if self.claimed else {}),
+            **({"lead": dict(self.lead)} if self.lead is not None else {}),
         }
 
     @property
@@ -113,7 +119,15 @@ def assign(
     """Decide a lead once. A lead already in the ledger gets its stored decision back, state untouched."""
     if entry is not None:
         return Assigned(AssignmentDecision.model_validate(entry.decision), entry, None, None, duplicate=True)
-    return record(evaluate(lead, frame, policy, now=now), frame, policy, now=now)
+    result = record(evaluate(lead, frame, policy, now=now), frame, policy, now=now)
+    return with_lead(result, lead)
+
+
+def with_lead(result: Assigned, lead: LeadCreated) -> Assigned:
+    """A claimable entry keeps the lead (without contact data): a claim is decided on it."""
+    if result.entry.status != CLAIMABLE:
+        return result
+    return replace(result, entry=replace(result.entry, lead=lead.model_dump(mode="json")))
 
 
 def record(outcome: Outcome, frame: PoolFrame, policy: Policy, *, now: datetime) -> Assigned:
@@ -182,11 +196,16 @@ def close(
         return Closed(None, None, credited, new_buckets, None, duplicate=False)
     released = None
     if entry.status == OPEN and entry.rep_id is not None:
-        old = load or Load()
-        released = (entry.rep_id, replace(old, open=max(0, old.open - 1)))
+        released = (entry.rep_id, release(load, entry))
     released_at = (now or deal.closed_at).isoformat()
     new_entry = replace(entry, status=deal.outcome, closed_at=deal.closed_at.isoformat(), released_at=released_at)
     return Closed(new_entry, released, credited, new_buckets, new_model, duplicate=False)
+
+
+def release(load: Load | None, entry: LedgerEntry) -> Load:
+    """The holder's load once it no longer holds the entry's lead (a claimed lead frees its holding limit too)."""
+    old = load or Load()
+    return replace(old, open=max(0, old.open - 1), claimed=max(0, old.claimed - 1) if entry.claimed else old.claimed)
 
 
 def expired(entry: LedgerEntry, *, now: datetime, retention: timedelta) -> bool:

@@ -13,7 +13,7 @@ from datetime import datetime
 from routing import sla
 from routing.decide import Outcome, evaluate
 from routing.frame import PoolFrame
-from routing.ledger import CLAIMABLE, OPEN, Assigned, LedgerEntry, record
+from routing.ledger import CLAIMABLE, OPEN, Assigned, LedgerEntry, record, release, with_lead
 from routing.model import Load
 from routing.policy import Policy
 from schemas.events import CLOSING_KINDS, LeadActivity, LeadCreated
@@ -43,8 +43,7 @@ def touch(activity: LeadActivity, entry: LedgerEntry, load: Load | None, *, now:
     if activity.kind in CLOSING_KINDS:
         released = None
         if entry.status == OPEN and entry.rep_id is not None:
-            old = load or Load()
-            released = (entry.rep_id, replace(old, open=max(0, old.open - 1)))
+            released = (entry.rep_id, release(load, entry))
         who = activity.rep_id or "the CRM"
         freed = f"; released one open lead of {entry.rep_id}" if released else ""
         closure = {
@@ -128,11 +127,10 @@ def expire(
         outcome = Outcome(d, None, value=outcome.value, route=outcome.route)
     noted = d.explanation.model_copy(update={"notes": [*d.explanation.notes, note]}) if d.rep_id else d.explanation
     d = d.model_copy(update={"trigger": TRIGGER_SLA, "previous_holders": list(holders), "explanation": noted})
-    assigned = record(replace(outcome, decision=d), frame, policy, now=now)
+    assigned = with_lead(record(replace(outcome, decision=d), frame, policy, now=now), lead)
     entry_after = replace(assigned.entry, holders=holders)
     assert entry_after.status in (OPEN, CLAIMABLE)
-    old = silent_load or Load()
-    released = (entry.rep_id, replace(old, open=max(0, old.open - 1)))
+    released = (entry.rep_id, release(silent_load, entry))
     return Expired(
         replace(assigned, entry=entry_after),
         released,

@@ -252,6 +252,17 @@ class FollowUp(_Model):
         return duration_seconds(self.within)
 
 
+class Claims(_Model):
+    """The open pool (docs/lifecycle.md): who may claim a lead there, and how many."""
+
+    holding_limit: Annotated[int, Field(ge=0, le=100_000)] | None = Field(
+        None, description="Open leads a rep may hold by claim in this pool at once; null = no limit"
+    )
+    cooldown: Duration | None = Field(
+        None, description="A previous holder may claim the lead again only this long after it returned to the pool"
+    )
+
+
 class Policy(_Model):
     id: Name = "default"
     version: Annotated[int, Field(ge=1)] = 1
@@ -274,6 +285,7 @@ class Policy(_Model):
     learning: Learning | None = Field(None, description="the calibrated pair model; None = the legacy counts")
     bounds: Bounds | None = Field(None, description="fairness bounds on argmax selection")
     follow_up: FollowUp | None = Field(None, description="follow-up SLA: reassign leads nobody touched")
+    claims: Claims = Field(default_factory=Claims)
 
     @model_validator(mode="after")
     def _strategies_exist(self) -> Policy:

@@ -122,6 +122,39 @@ class LeadActivity(_Event):
     )
 
 
+class LeadClaim(_Event):
+    """`leads.claims` (key = lead_id): a rep asks for a lead of the open pool. The first valid claim in the
+    pool's log wins; every claim is answered once on `leads.claim-results`."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    claim_id: Id = Field(description="Chosen by the claimant; the answer carries it back")
+    lead_id: Id
+    rep_id: Id
+    pool: PoolId | None = Field(None, description="Informational: the lead index decides the pool")
+    requested_at: EventTime
+
+
+ClaimReason = Literal[
+    "claimed", "unknown_lead", "not_claimable", "not_in_pool", "not_eligible", "holding_limit", "cooldown"
+]
+
+
+class ClaimResult(_Event):
+    """`leads.claim-results` (key = lead_id): the one answer to a claim."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    claim_id: Id
+    lead_id: Id
+    rep_id: Id
+    pool: PoolId | None = Field(description="The lead's pool; null when the lead is unknown")
+    accepted: bool
+    reason: ClaimReason = Field(description="claimed, or why not")
+    detail: str = Field("", description="One human-readable line")
+    decision_id: str | None = Field(description="The decision that gave the lead to the claimant, if accepted")
+    attempt: int | None = Field(description="That decision's attempt")
+    answered_at: EventTime = Field(description="Log time of the answer")
+
+
 Level = Annotated[int, Field(ge=1, le=5)]
 TagLevels = Annotated[dict[Tag, Level], Field(max_length=64)]
 TagList = Annotated[list[Tag], Field(max_length=64)]  # accepted on input: each tag at level 1

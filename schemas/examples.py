@@ -228,3 +228,43 @@ DEAD_LETTER_HEADERS: list[dict[str, Any]] = [
         "x-leadrelay-error-message": "Invalid JSON: expected ident at line 1 column 2",
     },
 ]
+
+LEAD_CLAIM: list[dict[str, Any]] = [
+    {
+        "schema_version": 1,
+        "claim_id": "claim-7f3a",
+        "lead_id": "WEB-2026-000123",
+        "rep_id": "anna",
+        "requested_at": "2026-11-27T14:02:10Z",
+    },
+    {"claim_id": "c2", "lead_id": "CRM-42", "rep_id": "bernd", "pool": "dach", "requested_at": "2026-11-27T14:02:11Z"},
+]
+
+CLAIM_RESULT: list[dict[str, Any]] = [
+    {
+        "schema_version": 1,
+        "claim_id": "claim-7f3a",
+        "lead_id": "WEB-2026-000123",
+        "rep_id": "anna",
+        "pool": "dach",
+        "accepted": True,
+        "reason": "claimed",
+        "detail": "claimed by anna from the open pool, 4/12 open; strategy default",
+        "decision_id": "b0f8a115-7468-5ea8-b953-a271885b7047",
+        "attempt": 4,
+        "answered_at": "2026-11-27T14:02:10.231Z",
+    },
+    {
+        "schema_version": 1,
+        "claim_id": "c2",
+        "lead_id": "WEB-2026-000123",
+        "rep_id": "bernd",
+        "pool": "dach",
+        "accepted": False,
+        "reason": "not_claimable",
+        "detail": "the lead is open (anna)",
+        "decision_id": None,
+        "attempt": None,
+        "answered_at": "2026-11-27T14:02:10.598Z",
+    },
+]

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from schemas.events import DealClosed, EventTime, Id, LeadActivity, LeadCreated, PoolId, RepUpdated
+from schemas.events import DealClosed, EventTime, Id, LeadActivity, LeadClaim, LeadCreated, PoolId, RepUpdated
 
 
 class _Internal(BaseModel):
@@ -52,6 +52,15 @@ class ActivityArrived(_Internal):
     origin: Origin | None = None
 
 
+class ClaimArrived(_Internal):
+    """A rep's claim, in the pool log of the pool that holds the lead."""
+
+    kind: Literal["claim"] = "claim"
+    pool: PoolId
+    claim: LeadClaim
+    origin: Origin | None = None
+
+
 class PolicyChanged(_Internal):
     """A validated policy for one pool (already checked at ingress; route checks its version)."""
 
@@ -70,7 +79,7 @@ class LedgerExpired(_Internal):
 
 
 PoolEvent = Annotated[
-    LeadArrived | RepChanged | DealArrived | ActivityArrived | PolicyChanged | LedgerExpired,
+    LeadArrived | RepChanged | DealArrived | ActivityArrived | ClaimArrived | PolicyChanged | LedgerExpired,
     Field(discriminator="kind"),
 ]
 POOL_EVENT = TypeAdapter(PoolEvent)
@@ -104,6 +113,14 @@ class ActivityUnrouted(_Internal):
     first_seen_at: EventTime
 
 
+class ClaimUnrouted(_Internal):
+    """A claim on its way to the lead index, which knows the lead's pool."""
+
+    kind: Literal["claim"] = "claim"
+    claim: LeadClaim
+    origin: Origin | None = None
+
+
 class PendingExpired(_Internal):
     """Housekeeping: parked deals waited too long for their lead (re-checked by the owner)."""
 
@@ -119,7 +136,7 @@ class IndexExpired(_Internal):
 
 
 LeadEvent = Annotated[
-    LeadArrived | LeadIndexed | DealUnrouted | ActivityUnrouted | PendingExpired | IndexExpired,
+    LeadArrived | LeadIndexed | DealUnrouted | ActivityUnrouted | ClaimUnrouted | PendingExpired | IndexExpired,
     Field(discriminator="kind"),
 ]
 LEAD_EVENT = TypeAdapter(LeadEvent)

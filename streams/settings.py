@@ -105,6 +105,10 @@ class Settings(BaseModel):
     topic_lead_activity: str = Field(
         "leads.activity", description="Input: what reps did with their leads (touches, closes; key lead_id)"
     )
+    topic_claims: str = Field("leads.claims", description="Input: reps' claims on open-pool leads (key lead_id)")
+    topic_claim_results: str = Field(
+        "leads.claim-results", description="Output: the one answer to each claim (key lead_id)"
+    )
     topic_reps_roster: str = Field("reps.roster", description="Input: rep profiles (compacted, key rep_id)")
     topic_policies: str = Field("routing.policies", description="Input: policies (compacted, key pool)")
     topic_assignments: str = Field("leads.assignments", description="Output: decisions (key lead_id)")

@@ -118,6 +118,7 @@ class Topics:
     def __init__(self, settings: Settings, task: Task) -> None:
         self.assignments = Sender(task, settings.topic_assignments)
         self.dlq = Sender(task, settings.topic_dlq)
+        self.claim_results = Sender(task, settings.topic_claim_results)
         self.pool_events = Sender(task, pool_events_topic(settings))
         self.lead_events = Sender(task, lead_events_topic(settings))
 

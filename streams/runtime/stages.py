@@ -2,7 +2,7 @@
 
 Two hops for a lead or a deal, no cycle:
 
-  leads.new, deals.closed, leads.activity ──> leads (key lead_id; lead index, parked deals) ──> pool-events ──> route
+  leads.new, deals.closed, leads.activity, leads.claims ──> leads (key lead_id; lead index) ──> pool-events ──> route
   reps.roster ──> roster (rep -> pools) ──> pool-events          routing.policies ──> policies ──> pool-events
 
 Each stage runs as one task per partition (streams/runtime/loop.py); its handler sees a context bound to
@@ -55,6 +55,7 @@ def build(
                 settings.topic_leads_new,
                 settings.topic_deals_closed,
                 settings.topic_lead_activity,
+                settings.topic_claims,
                 lead_events_topic(settings),
             ),
             guarded("leads", match_deals.handler(settings)),

@@ -110,6 +110,7 @@ class Metrics:
     deals: Counter
     activity: Counter
     sla_reassignments: Counter
+    claims: Counter
     internal_errors: Counter
     records_read: Counter
     transactions_aborted: Counter
@@ -203,6 +204,12 @@ class Metrics:
                 "leadrelay_sla_reassignments",
                 "Follow-up timers that fired: leads reassigned, or returned to the open pool",
                 ["outcome"],
+                registry=registry,
+            ),
+            claims=Counter(
+                "leadrelay_claims",
+                "Claims on open-pool leads answered, by result (claimed, or the reason of the rejection)",
+                ["result"],
                 registry=registry,
             ),
             records_read=Counter(
@@ -348,6 +355,10 @@ class Metrics:
     def record_sla(self, outcome: str) -> None:
         """A follow-up timer fired: `reassigned` or `returned_to_pool`."""
         self.sla_reassignments.labels(outcome=outcome).inc()
+
+    def record_claim(self, result: str) -> None:
+        """A claim answered (`result` is a ClaimReason: a closed set)."""
+        self.claims.labels(result=result).inc()
 
     def record_dead_letter(self, source: str, reason: str) -> None:
         self.dead_letters.labels(source=source, reason=reason).inc()
