@@ -104,6 +104,7 @@ class Harness:
         self.topics = {
             "assignments": self.settings.topic_assignments,
             "dlq": self.settings.topic_dlq,
+            "claim_results": self.settings.topic_claim_results,
             "pool_events": pool_events_topic(self.settings),
             "lead_events": lead_events_topic(self.settings),
         }
