@@ -61,7 +61,7 @@ async def test_two_claims_one_winner_one_rejection_each_answered_once(h: Harness
 async def test_a_claim_for_a_lead_never_decided_is_answered_at_once(h: Harness) -> None:
     sent = await send_claim(h, claim_record("c9", "rep-a", lead_id="ghost"), lead_id="ghost")
     [out] = sent
-    assert out.topic == h.topics["claim_results"] and out.key == b"ghost"
+    assert out.topic == h.settings.topic_claim_results and out.key == b"ghost"
     assert (out.json()["reason"], out.json()["pool"], out.json()["accepted"]) == ("unknown_lead", None, False)
 
 
