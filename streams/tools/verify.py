@@ -10,6 +10,7 @@ I4 no decision went to a rep that was unavailable or absent in the roster at tha
    lead's own position in the pool log (the internal pool-events topic, where roster changes and leads
    are in the order the route agent saw them); a lead missing from that log falls back to the roster
    topic's timestamps (with ROSTER_SLACK_MS of overlap)
+Claims: every valid leads.claims record is answered exactly once on leads.claim-results.
 I5 no input offset was skipped: each leads.new record led to a decision or a DLQ record, and each
    deals.closed and leads.activity record reached its pool (pool-events) or the DLQ; every DLQ record
    says where it came from and why
@@ -27,7 +28,16 @@ import orjson
 from pydantic import ValidationError
 
 from routing.model import Rep
-from schemas.events import CLOSING_KINDS, AssignmentDecision, DealClosed, LeadActivity, LeadCreated, RepUpdated
+from schemas.events import (
+    CLOSING_KINDS,
+    AssignmentDecision,
+    ClaimResult,
+    DealClosed,
+    LeadActivity,
+    LeadClaim,
+    LeadCreated,
+    RepUpdated,
+)
 from schemas.internal import POOL_EVENT, ActivityArrived, DealArrived, LeadArrived, RepChanged
 from streams.kafka.changelog import namespace, read_table
 from streams.kafka.clients import read_all
@@ -56,6 +66,8 @@ class Report:
     state_mismatches: list[str] = field(default_factory=list)
     skipped_deals: list[str] = field(default_factory=list)  # deals.closed offsets neither routed nor dead
     skipped_activity: list[str] = field(default_factory=list)  # leads.activity offsets neither routed nor dead
+    claims_in: int = 0  # valid claims on leads.claims
+    claim_answers: list[str] = field(default_factory=list)  # claims answered not exactly once
     unexplained_dead_letters: list[str] = field(default_factory=list)  # DLQ records without origin/reason
     internal_errors: int = 0  # DLQ records with reason internal_error: a bug was hit (not an invariant)
     checked_in_pool_log: int = 0  # decisions whose I4 check used the pool log (the rest: roster timestamps)
@@ -71,6 +83,7 @@ class Report:
         "skipped_offsets",
         "skipped_deals",
         "skipped_activity",
+        "claim_answers",
         "unexplained_dead_letters",
     )
 
@@ -111,6 +124,8 @@ class Report:
             row("I5 deals neither routed nor DLQ", len(self.skipped_deals), not self.skipped_deals),
             row("I5 activity neither routed nor DLQ", len(self.skipped_activity), not self.skipped_activity),
             row("I5 DLQ records without reason", len(self.unexplained_dead_letters), not self.unexplained_dead_letters),
+            row("claims in (valid)", self.claims_in),
+            row("claims not answered exactly once", len(self.claim_answers), not self.claim_answers),
             row("internal errors (DLQ)", self.internal_errors),
         ]
         return "\n".join(lines)
@@ -125,6 +140,8 @@ async def collect(settings: Settings) -> dict[str, list[Any]]:
         "leads": settings.topic_leads_new,
         "deals": settings.topic_deals_closed,
         "activity": settings.topic_lead_activity,
+        "claims": settings.topic_claims,
+        "claim_results": settings.topic_claim_results,
         "roster": settings.topic_reps_roster,
         "decisions": settings.topic_assignments,
         "dlq": settings.topic_dlq,
@@ -182,6 +199,7 @@ def check(records: dict[str, list[Any]], settings: Settings, *, check_state: boo
     _check_deals_routed(report.skipped_deals, records["deals"], dead_deals, pool_log, settings.topic_deals_closed)
     topic = settings.topic_lead_activity
     _check_deals_routed(report.skipped_activity, records.get("activity") or [], dead.get(topic, set()), pool_log, topic)
+    _check_claims(report, records.get("claims") or [], records.get("claim_results") or [])
     if check_state:
         report.checked_state = True
         route = read_table(records.get("route") or [])
@@ -467,6 +485,26 @@ def _check_state(
     for key in sorted(set(expected) | set(actual)):
         if expected.get(key, 0) != actual.get(key, 0):
             report.state_mismatches.append(f"{key}: table {actual.get(key, 0)} != replay {expected.get(key, 0)}")
+
+
+def _check_claims(report: Report, claims: list[Any], results: list[Any]) -> None:
+    """Every valid claim answered exactly once (a claim whose record is invalid is dead-lettered instead)."""
+    asked: Counter[tuple[str, str]] = Counter()
+    for r in claims:
+        try:
+            c = LeadClaim.model_validate_json(r.value)
+        except (ValidationError, TypeError):
+            continue
+        asked[(c.lead_id, c.claim_id)] += 1
+    answered: Counter[tuple[str, str]] = Counter()
+    for r in results:
+        a = ClaimResult.model_validate_json(r.value)
+        answered[(a.lead_id, a.claim_id)] += 1
+    report.claims_in = sum(asked.values())
+    for lead_id, claim_id in sorted(set(asked) | set(answered)):
+        n, m = asked[(lead_id, claim_id)], answered[(lead_id, claim_id)]
+        if n != m:
+            report.claim_answers.append(f"{lead_id} claim {claim_id}: {n} claim(s), {m} answer(s)")
 
 
 def verify(settings: Settings, *, check_state: bool = True) -> Report:

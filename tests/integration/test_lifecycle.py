@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from schemas.events import AssignmentDecision, LeadActivity, LeadCreated, RepUpdated
+from schemas.events import AssignmentDecision, ClaimResult, LeadActivity, LeadClaim, LeadCreated, RepUpdated
 from streams.kafka.topics import home_partition
 from streams.tools.verify import verify
 
@@ -143,3 +143,36 @@ def test_sla_expiry_reassigns_exactly_once_never_to_a_previous_holder_across_reb
     report = verify(dep.settings)
     assert report.ok, report.problems()
     assert report.reassignments == 5 * len(leads)
+
+
+def test_two_claims_for_one_lead_in_flight_give_one_winner_and_one_rejection(deployment: Any) -> None:
+    dep = deployment
+    dep.worker()
+    dep.send_roster([RepUpdated(rep_id=r, pools=["grab"], capacity=5) for r in ("ann", "bob")])
+    grab = {"id": "grab", "version": 1, "strategies": {"default": {"selector": {"type": "claim_pool"}}}}
+    dep.send(dep.settings.topic_policies, [(b"grab", orjson.dumps(grab))])
+    dep.settle(3)
+    dep.send_leads([lead("G1", "grab")])
+    [first] = dep.decisions(at_least=1)
+    assert first.reason == "sent_to_claim_pool"
+    claims = [
+        LeadClaim(claim_id=f"c-{rep}", lead_id="G1", rep_id=rep, requested_at=datetime.now(UTC))
+        for rep in ("bob", "ann")
+    ]
+    dep.send(dep.settings.topic_claims, [(b"G1", c.model_dump_json().encode()) for c in claims])  # one batch
+    answers = [
+        ClaimResult.model_validate_json(r.value) for r in dep.records(dep.settings.topic_claim_results, at_least=2)
+    ]
+    assert sorted(a.claim_id for a in answers) == ["c-ann", "c-bob"], "each claim answered once"
+    [won] = [a for a in answers if a.accepted]
+    [lost] = [a for a in answers if not a.accepted]
+    assert won.reason == "claimed" and lost.reason == "not_claimable"
+    decisions = dep.decisions(at_least=2)
+    assert [(d.attempt, d.rep_id, d.trigger) for d in sorted(decisions, key=lambda d: d.attempt)] == [
+        (1, None, None),
+        (2, won.rep_id, "claim"),
+    ]
+    assert dep.table("loads")[f"grab|{won.rep_id}"]["open"] == 1
+    report = verify(dep.settings)
+    assert report.ok, report.problems()
+    assert report.claims_in == 2

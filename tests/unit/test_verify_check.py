@@ -14,7 +14,16 @@ from typing import Any
 import orjson
 
 from routing.model import Rep
-from schemas.events import AssignmentDecision, Explanation, LeadActivity, LeadCreated, RepUpdated, ScoredRep
+from schemas.events import (
+    AssignmentDecision,
+    ClaimResult,
+    Explanation,
+    LeadActivity,
+    LeadClaim,
+    LeadCreated,
+    RepUpdated,
+    ScoredRep,
+)
 from schemas.internal import ActivityArrived, LeadArrived, Origin, RepChanged
 from streams.kafka.topics import home_partition
 from streams.settings import Settings
@@ -254,3 +263,30 @@ def test_a_closing_activity_releases_the_holder_in_the_replay() -> None:
 def test_activity_neither_routed_nor_dead_lettered_is_a_skipped_offset() -> None:
     report = run(with_activity(lifecycle_run(), "follow_up", routed=False))
     assert report.skipped_activity == [f"{SETTINGS.topic_lead_activity}[0]@0"]
+
+
+def test_every_claim_is_answered_exactly_once() -> None:
+    contents = lifecycle_run()
+    claims = [LeadClaim(claim_id=c, lead_id="L9", rep_id="r1", requested_at=T0) for c in ("c1", "c2")]
+    contents["claims"] = records((b"L9", c.model_dump_json().encode()) for c in claims)
+
+    def result(claim_id: str) -> bytes:
+        answer = ClaimResult(
+            claim_id=claim_id,
+            lead_id="L9",
+            rep_id="r1",
+            pool=None,
+            accepted=False,
+            reason="unknown_lead",
+            decision_id=None,
+            attempt=None,
+            answered_at=T0,
+        )
+        return answer.model_dump_json().encode()
+
+    contents["claim_results"] = records([(b"L9", result("c1")), (b"L9", result("c1"))])
+    report = run(contents)
+    assert report.claims_in == 2
+    assert report.claim_answers == ["L9 claim c1: 1 claim(s), 2 answer(s)", "L9 claim c2: 1 claim(s), 0 answer(s)"]
+    contents["claim_results"] = records([(b"L9", result("c1")), (b"L9", result("c2"))])
+    assert run(contents).ok
