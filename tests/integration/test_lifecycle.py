@@ -176,3 +176,31 @@ def test_two_claims_for_one_lead_in_flight_give_one_winner_and_one_rejection(dep
     report = verify(dep.settings)
     assert report.ok, report.problems()
     assert report.claims_in == 2
+
+
+def test_leadrelay_pool_lists_what_is_claimable_and_claim_answers(
+    deployment: Any, monkeypatch: Any, capsys: Any
+) -> None:
+    from streams.tools.cli import main
+
+    dep = deployment
+    for name, value in dep.env.items():
+        monkeypatch.setenv(name, value)
+    dep.worker()
+    dep.send_roster([RepUpdated(rep_id=r, pools=["grab"], capacity=5) for r in ("ann", "bob")])
+    grab = {"id": "grab", "version": 1, "strategies": {"default": {"selector": {"type": "claim_pool"}}}}
+    dep.send(dep.settings.topic_policies, [(b"grab", orjson.dumps(grab))])
+    dep.settle(3)
+    dep.send_leads([lead("G2", "grab")])
+    dep.decisions(at_least=1)
+    wait_for(lambda: dep.table("ledger").get("grab|G2"), "the ledger row")
+    capsys.readouterr()
+    assert main(["pool", "--json"]) == 0
+    [listed] = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (listed["lead_id"], listed["pool"], listed["attempt"]) == ("G2", "grab", 1)
+    assert main(["claim", "G2", "--rep", "ann", "--timeout", "60"]) == 0
+    assert "won (attempt 2)" in capsys.readouterr().out
+    assert main(["claim", "G2", "--rep", "bob", "--timeout", "60"]) == 1
+    assert "refused: not_claimable" in capsys.readouterr().out
+    wait_for(lambda: dep.table("ledger")["grab|G2"]["status"] == "open", "the claim in the table")
+    assert main(["pool", "--json"]) == 0 and capsys.readouterr().out == ""
