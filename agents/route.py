@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from agents.ingest_claims import answer
 from routing import claims, fairness, lifecycle, sla
-from routing.ledger import LedgerEntry, assign, close, cursor_after_leaving, expired, with_member
+from routing.ledger import CLAIMABLE, LedgerEntry, assign, close, cursor_after_leaving, expired, with_member
 from routing.model import Load, Rep
 from routing.policy import Policy
 from schemas.events import AssignmentDecision, LeadCreated
@@ -34,6 +34,7 @@ from streams.web import logs
 
 log = logging.getLogger("leadrelay.route")
 SWEEP_ROWS = 5000  # ledger rows looked at per housekeeping step and task
+FOLLOW_UP, WINDOW = "follow_up", "claim_window"  # the kinds of timer row
 FIRE_ROWS = 1000  # follow-up timers fired per housekeeping step and task at most (the rest: next step)
 
 
@@ -76,10 +77,12 @@ def decide_and_record(ctx: Context, cache: PoolCache, ev: LeadArrived, now: date
 
 
 def start_timer(ctx: Context, pool: str, lead: LeadCreated, entry: LedgerEntry) -> None:
-    """The holder's follow-up timer, when the policy has one: a row that sorts by due time, holding the
-    lead (without contact data) for its next attempt."""
-    if entry.sla_due is not None and entry.rep_id is not None:
-        row = {"lead": lead.model_dump(mode="json"), "rep_id": entry.rep_id, "attempt": entry.attempt}
+    """The lead's timer, when its policy has one: the holder's follow-up SLA, or the claim window of a
+    claimable lead. A row that sorts by due time, holding the lead (without contact data) for its next
+    attempt."""
+    if entry.sla_due is not None:
+        kind = WINDOW if entry.status == CLAIMABLE else FOLLOW_UP
+        row = {"kind": kind, "lead": lead.model_dump(mode="json"), "rep_id": entry.rep_id, "attempt": entry.attempt}
         ctx.tables.sla[sla.timer_key(entry.sla_due, pool, lead.lead_id)] = row
 
 
@@ -128,6 +131,11 @@ async def fire_timers(ctx: Context, cache: PoolCache, now: datetime) -> None:
         del t.sla[timer]
         stored = t.ledger.get(key(pool, lead_id))
         entry = LedgerEntry.from_dict(stored) if stored else None
+        if row.get("kind") == WINDOW:
+            if entry is not None and entry.status == CLAIMABLE and entry.sla_due == due:
+                with logs.bind(lead_id=lead_id, pool=pool):
+                    await close_window(ctx, cache, pool, LeadCreated.model_validate(row["lead"]), entry, now)
+            continue
         if entry is None or not lifecycle.due(entry, due):
             continue  # touched, closed or fired already: the row was left behind
         policy = cache.policy(pool)
@@ -136,6 +144,29 @@ async def fire_timers(ctx: Context, cache: PoolCache, now: datetime) -> None:
             continue
         with logs.bind(lead_id=lead_id, pool=pool):
             await reassign(ctx, cache, pool, LeadCreated.model_validate(row["lead"]), entry, now)
+
+
+async def close_window(
+    ctx: Context, cache: PoolCache, pool: str, lead: LeadCreated, entry: LedgerEntry, now: datetime
+) -> None:
+    """Nobody claimed the lead within the claim window: the pool's policy assigns it, if anyone is eligible."""
+    t = ctx.tables
+    frame, policy = cache.frame(pool), cache.policy(pool)
+    new = claims.window_closed(lead, frame, policy, entry, now=now)
+    if new is None:  # stays claimable, without a window now
+        t.ledger[key(pool, lead.lead_id)] = replace(entry, sla_due=None).to_dict()
+        log.info("claim window closed, nobody eligible: the lead stays in the open pool")
+        return
+    t.ledger[key(pool, lead.lead_id)] = new.entry.to_dict()
+    start_timer(ctx, pool, lead, new.entry)
+    if new.load is not None and new.decision.rep_id is not None:
+        set_load(ctx, cache, pool, new.decision.rep_id, new.load)
+    if new.state is not None:
+        t.pools[pool] = new.state.to_dict()
+        frame.set_state(new.state)
+    await ctx.topics.assignments.send(key=lead.lead_id.encode(), value=dump(new.decision))
+    ctx.metrics.record_decision(new.decision, None)
+    ctx.metrics.record_sla("window_assigned")
 
 
 async def reassign(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from routing.decide import Outcome, _evaluate, _scored, route
+from routing.decide import Outcome, _evaluate, _scored, evaluate, route
 from routing.frame import PoolFrame
 from routing.ids import decision_id
 from routing.ledger import CLAIMABLE, Assigned, LedgerEntry, record
@@ -15,6 +15,7 @@ from routing.policy import Policy, Selector, duration_seconds
 from schemas.events import AssignmentDecision, ClaimReason, Explanation, LeadCreated
 
 TRIGGER_CLAIM = "claim"
+TRIGGER_WINDOW = "claim_window"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,3 +108,27 @@ def claim(
             load=replace(assigned.load, claimed=assigned.load.claimed + 1),
         ),
     )
+
+
+def window_closed(
+    lead: LeadCreated, frame: PoolFrame, policy: Policy, entry: LedgerEntry, *, now: datetime
+) -> Assigned | None:
+    """Nobody claimed the lead within the policy's claim window: the pool's policy assigns it as attempt
+    n+1 (its strategies' scorers, argmax, previous holders excluded). None: nobody is eligible, the lead
+    stays in the open pool."""
+    argmax = {name: s.model_copy(update={"selector": Selector()}) for name, s in policy.strategies.items()}
+    assigner = policy.model_copy(update={"strategies": argmax})
+    outcome = evaluate(lead, frame, assigner, now=now, attempt=entry.attempt + 1, exclude=frozenset(entry.holders))
+    d = outcome.decision
+    if d.rep_id is None:
+        return None
+    note = f"claim window: nobody claimed the lead within {policy.claims.window} (due {entry.sla_due})"
+    d = d.model_copy(
+        update={
+            "trigger": TRIGGER_WINDOW,
+            "previous_holders": list(entry.holders) or None,
+            "explanation": d.explanation.model_copy(update={"notes": [*d.explanation.notes, note]}),
+        }
+    )
+    assigned = record(replace(outcome, decision=d), frame, policy, now=now)
+    return replace(assigned, entry=replace(assigned.entry, holders=entry.holders))

@@ -11,7 +11,7 @@ from routing import learning, performance, sla
 from routing.decide import Outcome, evaluate
 from routing.frame import PoolFrame, day_keys
 from routing.model import Load, PoolState
-from routing.policy import Policy
+from routing.policy import Policy, duration_seconds
 from schemas.events import AssignmentDecision, DealClosed, LeadCreated
 
 OPEN, UNASSIGNED, CLAIMABLE = "open", "unassigned", "claimable"
@@ -120,14 +120,17 @@ def assign(
     if entry is not None:
         return Assigned(AssignmentDecision.model_validate(entry.decision), entry, None, None, duplicate=True)
     result = record(evaluate(lead, frame, policy, now=now), frame, policy, now=now)
-    return with_lead(result, lead)
+    return with_lead(result, lead, policy, now=now)
 
 
-def with_lead(result: Assigned, lead: LeadCreated) -> Assigned:
-    """A claimable entry keeps the lead (without contact data): a claim is decided on it."""
+def with_lead(result: Assigned, lead: LeadCreated, policy: Policy, *, now: datetime) -> Assigned:
+    """A claimable entry keeps the lead (without contact data): a claim is decided on it; with the
+    policy's claim window, its timer (`sla_due`) says when the pool's policy assigns the lead instead."""
     if result.entry.status != CLAIMABLE:
         return result
-    return replace(result, entry=replace(result.entry, lead=lead.model_dump(mode="json")))
+    window = policy.claims.window
+    due = sla.stamp(now + timedelta(seconds=duration_seconds(window))) if window else None
+    return replace(result, entry=replace(result.entry, lead=lead.model_dump(mode="json"), sla_due=due))
 
 
 def record(outcome: Outcome, frame: PoolFrame, policy: Policy, *, now: datetime) -> Assigned:

@@ -127,7 +127,7 @@ def expire(
         outcome = Outcome(d, None, value=outcome.value, route=outcome.route)
     noted = d.explanation.model_copy(update={"notes": [*d.explanation.notes, note]}) if d.rep_id else d.explanation
     d = d.model_copy(update={"trigger": TRIGGER_SLA, "previous_holders": list(holders), "explanation": noted})
-    assigned = with_lead(record(replace(outcome, decision=d), frame, policy, now=now), lead)
+    assigned = with_lead(record(replace(outcome, decision=d), frame, policy, now=now), lead, policy, now=now)
     entry_after = replace(assigned.entry, holders=holders)
     assert entry_after.status in (OPEN, CLAIMABLE)
     released = (entry.rep_id, release(silent_load, entry))

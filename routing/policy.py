@@ -261,6 +261,9 @@ class Claims(_Model):
     cooldown: Duration | None = Field(
         None, description="A previous holder may claim the lead again only this long after it returned to the pool"
     )
+    window: Duration | None = Field(
+        None, description="Unclaimed this long, the pool's policy assigns the lead (previous holders excluded)"
+    )
 
 
 class Policy(_Model):

@@ -202,7 +202,7 @@ class Metrics:
             ),
             sla_reassignments=Counter(
                 "leadrelay_sla_reassignments",
-                "Follow-up timers that fired: leads reassigned, or returned to the open pool",
+                "Lead timers that fired: follow-up SLA (reassigned, returned_to_pool), claim window (window_assigned)",
                 ["outcome"],
                 registry=registry,
             ),
@@ -353,7 +353,7 @@ class Metrics:
         self.activity.labels(kind=kind, outcome=outcome).inc()
 
     def record_sla(self, outcome: str) -> None:
-        """A follow-up timer fired: `reassigned` or `returned_to_pool`."""
+        """A lead's timer fired: `reassigned`, `returned_to_pool` (follow-up SLA), `window_assigned` (claim window)."""
         self.sla_reassignments.labels(outcome=outcome).inc()
 
     def record_claim(self, result: str) -> None:

@@ -83,3 +83,26 @@ async def test_an_invalid_claim_is_dead_lettered(h: Harness) -> None:
     await h.feed("leads", h.settings.topic_claims, home("lead-1"), bad, b"lead-1")
     [dl] = h.sent("dlq")
     assert dl.header("x-leadrelay-reason") == "schema_violation" and h.sent("claim_results") == []
+
+
+async def test_the_claim_window_closes_once_and_the_pools_policy_assigns(h: Harness) -> None:
+    await open_pool(h, claims={"window": "10m"})
+    due = h.table("ledger")[f"{POOL}|lead-1"]["sla_due"]
+    assert [k.split("|")[0] for k in h.table("sla")] == [due]
+    part = h.pool_partition(POOL)
+    assert await h.housekeep("route", part, NOW + timedelta(minutes=9)) == []
+    [out] = await h.housekeep("route", part, NOW + timedelta(minutes=11))
+    d = out.json()
+    assert (d["attempt"], d["trigger"], d["reason"]) == (2, "claim_window", "assigned") and d["rep_id"]
+    assert h.table("sla") == {} and h.table("ledger")[f"{POOL}|lead-1"]["status"] == "open"
+    assert await h.housekeep("route", part, NOW + timedelta(minutes=12)) == []
+    await send_claim(h, claim_record("late", "rep-a"))
+    assert answers(h)["late"]["reason"] == "not_claimable"
+
+
+async def test_a_claim_in_the_window_leaves_nothing_for_the_window_to_do(h: Harness) -> None:
+    await open_pool(h, claims={"window": "10m"})
+    await send_claim(h, claim_record("c1", "rep-a"))
+    assert await h.housekeep("route", h.pool_partition(POOL), NOW + timedelta(minutes=11)) == []
+    assert h.table("sla") == {}, "the row left behind is dropped when it comes due"
+    assert [s.json()["attempt"] for s in h.sent("assignments")] == [1, 2]

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from routing.claims import claim
+from routing import sla
+from routing.claims import claim, window_closed
 from routing.frame import PoolFrame
 from routing.ids import decision_id
 from routing.ledger import CLAIMABLE, OPEN, LedgerEntry, assign, release
@@ -105,3 +106,33 @@ def test_the_holding_limit_counts_only_claimed_leads() -> None:
     frame = make_view([make_rep(rep_id="b")], {"b": Load(open=5, assigned=5, claimed=0)})
     policy = make_policy(**GRAB, claims={"holding_limit": 1})
     assert try_claim(frame, policy, claimable(frame, policy), "b").accepted
+
+
+# --- the claim window --------------------------------------------------------------------------------
+
+
+def test_a_claimable_lead_gets_its_claim_window() -> None:
+    frame = make_view([make_rep(rep_id="a")])
+    entry = claimable(frame, make_policy(**GRAB, claims={"window": "30m"}))
+    assert entry.sla_due is not None and sla.parse_stamp(entry.sla_due) == NOW + timedelta(minutes=30)
+    assert claimable(make_view([make_rep(rep_id="a")]), make_policy(**GRAB)).sla_due is None, "no window asked"
+
+
+def test_after_the_window_the_pools_policy_assigns_previous_holders_excluded() -> None:
+    frame = make_view([make_rep(rep_id=r) for r in "abc"], {"b": 3, "c": 5})
+    policy = make_policy(**GRAB, claims={"window": "30m"})
+    entry = replace(claimable(frame, policy), holders=("a",))
+    at = NOW + timedelta(minutes=31)
+    new = window_closed(make_lead(), frame, policy, entry, now=at)
+    assert new is not None
+    d = new.decision
+    assert (d.rep_id, d.reason, d.attempt, d.trigger) == ("b", "assigned", 2, "claim_window"), "least loaded, not a"
+    assert d.previous_holders == ["a"] and d.decided_at == at
+    assert new.entry.status == OPEN and new.entry.holders == ("a",) and new.entry.lead is None
+
+
+def test_after_the_window_with_nobody_eligible_the_lead_stays() -> None:
+    frame = make_view([make_rep(rep_id="a"), make_rep(rep_id="b")])
+    policy = make_policy(**GRAB, claims={"window": "30m"})
+    entry = replace(claimable(frame, policy), holders=("a", "b"))
+    assert window_closed(make_lead(), frame, policy, entry, now=NOW + timedelta(hours=1)) is None
