@@ -214,7 +214,8 @@ def check(records: dict[str, list[Any]], settings: Settings, *, check_state: boo
 
 def _chains(report: Report, decisions: dict[str, list[tuple[Any, AssignmentDecision]]]) -> Chains:
     """Each lead's effective decisions in attempt order (the first record of each attempt); an attempt whose
-    rep held the lead at an earlier attempt is reported (I1: reassignment excludes previous holders)."""
+    rep held the lead at an earlier attempt is reported (I1: reassignment excludes previous holders), unless
+    the rep claimed it back from the open pool (allowed after the policy's cooldown)."""
     chains: Chains = {}
     for lead_id, items in decisions.items():
         by_attempt: dict[int, tuple[Any, AssignmentDecision]] = {}
@@ -223,7 +224,8 @@ def _chains(report: Report, decisions: dict[str, list[tuple[Any, AssignmentDecis
         chain = [by_attempt[a] for a in sorted(by_attempt)]
         held: list[str] = []
         for _, d in chain:
-            if d.rep_id is not None and (d.rep_id in held or d.rep_id in (d.previous_holders or ())):
+            repeated = d.rep_id is not None and (d.rep_id in held or d.rep_id in (d.previous_holders or ()))
+            if repeated and d.trigger != "claim":  # a previous holder may claim it back after its cooldown
                 report.repeated_holders.append(f"{lead_id}: attempt {d.attempt} -> {d.rep_id}, held before: {held}")
             if d.rep_id is not None:
                 held.append(d.rep_id)

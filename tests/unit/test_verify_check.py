@@ -290,3 +290,10 @@ def test_every_claim_is_answered_exactly_once() -> None:
     assert report.claim_answers == ["L9 claim c1: 1 claim(s), 2 answer(s)", "L9 claim c2: 1 claim(s), 0 answer(s)"]
     contents["claim_results"] = records([(b"L9", result("c1")), (b"L9", result("c2"))])
     assert run(contents).ok
+
+
+def test_a_previous_holder_claiming_the_lead_back_is_no_repeat() -> None:
+    contents = lifecycle_run(second_to="r1", open_r1=2)
+    d = AssignmentDecision.model_validate_json(contents["decisions"][1].value)
+    contents["decisions"][1].value = d.model_copy(update={"trigger": "claim"}).model_dump_json().encode()
+    assert run(contents, state=False).repeated_holders == []
