@@ -66,6 +66,8 @@ def touch(activity: LeadActivity, entry: LedgerEntry, load: Load | None, *, now:
             closure=closure,
         )
         return Touched(new, "closed", released, entry.sla_due)
+    if entry.status != OPEN:  # no holder, no follow-up: a claim window keeps running
+        return Touched(replace(entry, touched_at=now.isoformat(), last_activity=seen), "touched", None, None)
     if not by_holder:
         return Touched(replace(entry, last_activity=seen), "not_holder", None, None)
     new = replace(entry, sla_due=None, touched_at=now.isoformat(), last_activity=seen)

@@ -287,3 +287,13 @@ def test_a_reassignment_never_goes_to_a_previous_holder(
     assert entry.status == CLAIMABLE or (k == 1 and entry.rep_id is None), "a timer ends in the open pool"
     for i, (opened, _, _) in enumerate(reps):  # every reassignment released its silent holder again
         assert int(frame.open[i]) == opened
+
+
+def test_a_touch_on_a_lead_in_the_open_pool_keeps_its_claim_window() -> None:
+    grab = {"strategies": {"default": {"selector": {"type": "claim_pool"}}}, "claims": {"window": "1h"}}
+    entry = first_entry(make_view([make_rep(rep_id="a")]), make_policy(**grab))
+    assert entry.status == CLAIMABLE and entry.sla_due is not None
+    result = touch(activity("status_change"), entry, None, now=NOW)
+    assert (result.outcome, result.stopped, result.entry.sla_due) == ("touched", None, entry.sla_due)
+    closed = touch(activity("cancelled"), entry, None, now=NOW)
+    assert closed.outcome == "closed" and closed.stopped == entry.sla_due, "a close drops it"
