@@ -1,12 +1,14 @@
-"""match_deals: the leads stage. Keeps the lead index (lead -> pool, owner) and sends every lead and
-deal on to its pool's log.
+"""match_deals: the leads stage. Keeps the lead index (lead -> pool, owner) and sends every lead, deal
+and activity on to its pool's log.
 
 Leads and deals are keyed by lead_id like the index, so a lead, its deals and its index entry are in one
 ordered log. A lead's first arrival fixes its pool in the index; a re-send that resolves to another pool
 goes to the first one, where it is a duplicate (one lead, one effective decision, one load), until
 explicit re-routing exists. A deal that overtakes its lead is parked (a few per lead) until the lead
 arrives; past `unknown_lead_wait_seconds` it goes to its named pool if it names pool and rep (a lead
-decided outside leadrelay still teaches performance), else to the DLQ as unknown_lead.
+decided outside leadrelay still teaches performance), else to the DLQ as unknown_lead. Activity
+(leads.activity) takes the same path: parked until its lead arrives, dead-lettered as unknown_lead after
+the same wait.
 
 A lead or deal consumed on a partition other than its lead's home partition (a producer that did not
 key by lead_id) is validated and passed on to the home partition of the internal lead-events topic,
@@ -19,8 +21,18 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from agents import ingest_deals, ingest_leads
-from schemas.internal import LEAD_EVENT, DealArrived, DealUnrouted, LeadArrived, LeadIndexed
+from agents import ingest_activity, ingest_claims, ingest_deals, ingest_leads
+from schemas.internal import (
+    LEAD_EVENT,
+    ActivityArrived,
+    ActivityUnrouted,
+    ClaimArrived,
+    ClaimUnrouted,
+    DealArrived,
+    DealUnrouted,
+    LeadArrived,
+    LeadIndexed,
+)
 from streams.codecs import dump, parse_internal
 from streams.errors import UnknownLead
 from streams.kafka.topics import home_partition, lead_events_topic
@@ -43,10 +55,16 @@ def handler(settings: Settings) -> Callable[[Context, Event], Awaitable[None]]:
         if msg.topic == lead_topic:  # already validated, on its lead's partition
             await on_lead_event(ctx, parse_internal(LEAD_EVENT, msg.value))
             return
-        ev: LeadArrived | DealUnrouted
+        ev: LeadArrived | DealUnrouted | ActivityUnrouted | ClaimUnrouted
         if msg.topic == settings.topic_leads_new:
             ev = ingest_leads.arrived(settings, event)
             lead_id = ev.lead.lead_id
+        elif msg.topic == settings.topic_lead_activity:
+            ev = ingest_activity.unrouted(settings, event)
+            lead_id = ev.activity.lead_id
+        elif msg.topic == settings.topic_claims:
+            ev = ingest_claims.unrouted(settings, event)
+            lead_id = ev.claim.lead_id
         else:
             ev = ingest_deals.unrouted(settings, event)
             lead_id = ev.deal.lead_id
@@ -72,6 +90,12 @@ async def on_lead_event(ctx: Context, ev: object) -> None:
     elif isinstance(ev, DealUnrouted):
         with logs.bind(lead_id=ev.deal.lead_id):
             await on_deal(ctx, ev, now)
+    elif isinstance(ev, ActivityUnrouted):
+        with logs.bind(lead_id=ev.activity.lead_id):
+            await on_activity(ctx, ev, now)
+    elif isinstance(ev, ClaimUnrouted):
+        with logs.bind(lead_id=ev.claim.lead_id):
+            await on_claim(ctx, ev, now)
     elif isinstance(ev, LeadIndexed):  # written by 0.1 workers (schemas/internal.py)
         on_indexed(ctx, ev, now)
     else:
@@ -109,8 +133,13 @@ async def on_lead(ctx: Context, ev: LeadArrived, now: datetime) -> None:
     waiting = t.parked_deals.get(lead_id)
     if waiting:
         del t.parked_deals[lead_id]
+    acts = t.parked_activity.get(lead_id)
+    if acts:
+        del t.parked_activity[lead_id]
     await ctx.topics.pool_events.send(key=ev.pool.encode(), value=dump(ev))
-    for parked in waiting or ():  # deals that overtook their lead follow it into the pool log
+    for act in acts or ():  # activity and deals that overtook their lead follow it into the pool log
+        await forward_activity(ctx, ActivityUnrouted.model_validate(act), ev.pool)
+    for parked in waiting or ():
         await forward(ctx, DealUnrouted.model_validate(parked), ev.pool)
 
 
@@ -139,6 +168,68 @@ async def on_deal(ctx: Context, ev: DealUnrouted, now: datetime) -> None:
     t.parked_deals[lead_id] = parked
 
 
+async def forward_activity(ctx: Context, act: ActivityUnrouted, pool: str) -> None:
+    routed = ActivityArrived(pool=pool, activity=act.activity, origin=act.origin)
+    await ctx.topics.pool_events.send(key=pool.encode(), value=dump(routed))
+
+
+async def give_up_activity(ctx: Context, act: ActivityUnrouted, error: UnknownLead) -> None:
+    """Activity whose lead never arrived: dead-lettered with the origin of its leads.activity record."""
+    origin = act.origin
+    await send_dead_letter(
+        ctx,
+        key=act.activity.lead_id.encode(),
+        value=dump(act.activity),
+        origin=(origin.topic, origin.partition, origin.offset)
+        if origin
+        else (ctx.settings.topic_lead_activity, -1, -1),
+        error=error,
+        agent="match_deals",
+    )
+
+
+async def on_activity(ctx: Context, ev: ActivityUnrouted, now: datetime) -> None:
+    """An indexed lead's activity goes to its pool's log; any other waits for its lead (parked)."""
+    t, lead_id = ctx.tables, ev.activity.lead_id
+    index = t.lead_index.get(lead_id)
+    if index is not None:
+        await forward_activity(ctx, ev, index["pool"])
+        return
+    parked = list(t.parked_activity.get(lead_id) or [])
+    if len(parked) >= MAX_PARKED:
+        await give_up_activity(ctx, ev, UnknownLead(f"more than {MAX_PARKED} activity records wait for this lead"))
+        return
+    parked.append(ev.model_copy(update={"first_seen_at": now}).model_dump(mode="json"))
+    t.parked_activity[lead_id] = parked
+
+
+async def give_up_waiting_activity(ctx: Context, lead_id: str, now: datetime) -> None:
+    """Activity parked for this lead past its wait is dead-lettered as unknown_lead."""
+    t = ctx.tables
+    wait = timedelta(seconds=ctx.settings.unknown_lead_wait_seconds)
+    parked = [ActivityUnrouted.model_validate(p) for p in t.parked_activity.get(lead_id) or []]
+    keep = [p for p in parked if p.first_seen_at + wait >= now]
+    if len(keep) == len(parked):
+        return
+    if keep:
+        t.parked_activity[lead_id] = [p.model_dump(mode="json") for p in keep]
+    else:
+        del t.parked_activity[lead_id]
+    for act in (p for p in parked if p.first_seen_at + wait < now):
+        await give_up_activity(ctx, act, UnknownLead("no decision for this lead within the wait", field="lead_id"))
+
+
+async def on_claim(ctx: Context, ev: ClaimUnrouted, now: datetime) -> None:
+    """A claim goes to its lead's pool; a claim for a lead never decided is answered at once (people
+    claim what `leadrelay pool` lists: there is nothing to wait for)."""
+    index = ctx.tables.lead_index.get(ev.claim.lead_id)
+    if index is not None:
+        routed = ClaimArrived(pool=index["pool"], claim=ev.claim, origin=ev.origin)
+        await ctx.topics.pool_events.send(key=index["pool"].encode(), value=dump(routed))
+        return
+    await ingest_claims.answer(ctx, ev.claim, None, "unknown_lead", "no decision for this lead", now)
+
+
 async def give_up_waiting(ctx: Context, lead_id: str, now: datetime) -> None:
     """The deals parked for this lead past their wait leave: to their named pool, or dead-lettered."""
     t = ctx.tables
@@ -159,6 +250,8 @@ async def housekeeping(ctx: Context, now: datetime) -> None:
     """Parked deals past their wait, index entries past retention: in the task's own transaction."""
     for lead_id in [k for k, _ in ctx.tables.parked_deals.items()]:  # few: deals wait minutes at most
         await give_up_waiting(ctx, lead_id, now)
+    for lead_id in [k for k, _ in ctx.tables.parked_activity.items()]:  # the same for activity
+        await give_up_waiting_activity(ctx, lead_id, now)
     horizon = (now - timedelta(days=ctx.settings.index_retention_days)).isoformat()
     for lead_id, entry in ctx.tables.lead_index.sweep(SWEEP_ROWS):
         if entry and entry.get("indexed_at") and entry["indexed_at"] < horizon:

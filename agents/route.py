@@ -8,13 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
-from routing import fairness
-from routing.ledger import LedgerEntry, assign, close, cursor_after_leaving, expired, with_member
+from agents.ingest_claims import answer
+from routing import claims, fairness, lifecycle, sla
+from routing.ledger import CLAIMABLE, LedgerEntry, assign, close, cursor_after_leaving, expired, with_member
 from routing.model import Load, Rep
 from routing.policy import Policy
-from schemas.events import AssignmentDecision
+from schemas.events import AssignmentDecision, LeadCreated
 from schemas.internal import (
     POOL_EVENT,
+    ActivityArrived,
+    ClaimArrived,
     DealArrived,
     LeadArrived,
     PolicyChanged,
@@ -31,6 +34,8 @@ from streams.web import logs
 
 log = logging.getLogger("leadrelay.route")
 SWEEP_ROWS = 2000  # ledger rows looked at per housekeeping step and task (~15 ms of the loop)
+FOLLOW_UP, WINDOW = "follow_up", "claim_window"  # the kinds of timer row
+FIRE_ROWS = 1000  # follow-up timers fired per housekeeping step and task at most (the rest: next step)
 
 
 async def on_lead(ctx: Context, cache: PoolCache, ev: LeadArrived, now: datetime) -> AssignmentDecision:
@@ -53,6 +58,7 @@ def decide_and_record(ctx: Context, cache: PoolCache, ev: LeadArrived, now: date
     result = assign(ev.lead, frame, policy, None, now=now)
     decision = result.decision
     t.ledger[key(ev.pool, ev.lead.lead_id)] = result.entry.to_dict()
+    start_timer(ctx, ev.pool, ev.lead, result.entry)
     if result.load is not None and decision.rep_id is not None:
         t.loads[key(ev.pool, decision.rep_id)] = result.load.to_dict()
         frame.set_load(decision.rep_id, result.load)
@@ -80,6 +86,161 @@ def pool_gauges(ctx: Context, cache: PoolCache) -> None:
         variants = [v.id for v in policy.experiment.variants] if policy.experiment else []
         m.set_policy(pool, policy.id, policy.version, variants)
     cache.touched.clear()
+
+
+def start_timer(ctx: Context, pool: str, lead: LeadCreated, entry: LedgerEntry) -> None:
+    """The lead's timer, when its policy has one: the holder's follow-up SLA, or the claim window of a
+    claimable lead. A row that sorts by due time, holding the lead (without contact data) for its next
+    attempt."""
+    if entry.sla_due is not None:
+        kind = WINDOW if entry.status == CLAIMABLE else FOLLOW_UP
+        row = {"kind": kind, "lead": lead.model_dump(mode="json"), "rep_id": entry.rep_id, "attempt": entry.attempt}
+        ctx.tables.sla[sla.timer_key(entry.sla_due, pool, lead.lead_id)] = row
+
+
+def set_load(ctx: Context, cache: PoolCache, pool: str, rep_id: str, load: Load) -> None:
+    ctx.tables.loads[key(pool, rep_id)] = load.to_dict()
+    frame = cache.cached(pool)
+    if frame is not None:
+        frame.set_load(rep_id, load)
+        if rep_id in frame.index:
+            ctx.metrics.set_rep_load(pool, rep_id, load.open, frame.limit(rep_id))
+
+
+def on_activity(ctx: Context, cache: PoolCache, ev: ActivityArrived, now: datetime) -> None:
+    """Activity touches the lead (its follow-up timer stops) or closes it without a deal (load released)."""
+    t, act = ctx.tables, ev.activity
+    ledger_key = key(ev.pool, act.lead_id)
+    stored = t.ledger.get(ledger_key)
+    if stored is None:
+        raise UnknownLead(f"no decision for this lead in pool {ev.pool}", field="lead_id")
+    entry = LedgerEntry.from_dict(stored)
+    load = Load.from_dict(t.loads.get(key(ev.pool, entry.rep_id))) if entry.rep_id else None
+    result = lifecycle.touch(act, entry, load, now=now)
+    ctx.metrics.record_activity(act.kind, result.outcome)
+    if result.outcome == "ignored":
+        return
+    t.ledger[ledger_key] = result.entry.to_dict()
+    if result.stopped is not None:
+        del t.sla[sla.timer_key(result.stopped, ev.pool, act.lead_id)]
+    if result.released is not None:
+        set_load(ctx, cache, ev.pool, *result.released)
+        ctx.metrics.record_release(ev.pool)
+    if result.outcome == "closed":
+        log.info("lead closed: %s", (result.entry.closure or {}).get("summary"), extra={"pool": ev.pool})
+
+
+async def fire_timers(ctx: Context, cache: PoolCache, now: datetime) -> None:
+    """Follow-up timers due at `now`, in due order, inside the task's transaction: each one that still
+    stands gives its lead's next attempt and is deleted in the same commit, so it fires exactly once,
+    whoever owns the partition when it is due."""
+    t, until = ctx.tables, sla.stamp(now)
+    rows, _ = t.sla.scan(None, FIRE_ROWS)
+    for timer, row in rows:
+        due, pool, lead_id = sla.split_timer_key(timer)
+        if due > until:
+            break
+        del t.sla[timer]
+        stored = t.ledger.get(key(pool, lead_id))
+        entry = LedgerEntry.from_dict(stored) if stored else None
+        if row.get("kind") == WINDOW:
+            if entry is not None and entry.status == CLAIMABLE and entry.sla_due == due:
+                with logs.bind(lead_id=lead_id, pool=pool):
+                    await close_window(ctx, cache, pool, LeadCreated.model_validate(row["lead"]), entry, now)
+            continue
+        if entry is None or not lifecycle.due(entry, due):
+            continue  # touched, closed or fired already: the row was left behind
+        policy = cache.policy(pool)
+        if policy.follow_up is None:  # the pool's policy dropped its SLA since: the lead stays
+            t.ledger[key(pool, lead_id)] = replace(entry, sla_due=None).to_dict()
+            continue
+        with logs.bind(lead_id=lead_id, pool=pool):
+            await reassign(ctx, cache, pool, LeadCreated.model_validate(row["lead"]), entry, now)
+
+
+async def close_window(
+    ctx: Context, cache: PoolCache, pool: str, lead: LeadCreated, entry: LedgerEntry, now: datetime
+) -> None:
+    """Nobody claimed the lead within the claim window: the pool's policy assigns it, if anyone is eligible."""
+    t = ctx.tables
+    frame, policy = cache.frame(pool), cache.policy(pool)
+    new = claims.window_closed(lead, frame, policy, entry, now=now)
+    if new is None:  # stays claimable, without a window now
+        t.ledger[key(pool, lead.lead_id)] = replace(entry, sla_due=None).to_dict()
+        log.info("claim window closed, nobody eligible: the lead stays in the open pool")
+        return
+    t.ledger[key(pool, lead.lead_id)] = new.entry.to_dict()
+    start_timer(ctx, pool, lead, new.entry)
+    if new.load is not None and new.decision.rep_id is not None:
+        set_load(ctx, cache, pool, new.decision.rep_id, new.load)
+    if new.state is not None:
+        t.pools[pool] = new.state.to_dict()
+        frame.set_state(new.state)
+    await ctx.topics.assignments.send(key=lead.lead_id.encode(), value=dump(new.decision))
+    ctx.metrics.record_decision(new.decision, None)
+    ctx.metrics.record_sla("window_assigned")
+
+
+async def reassign(
+    ctx: Context, cache: PoolCache, pool: str, lead: LeadCreated, entry: LedgerEntry, now: datetime
+) -> None:
+    t, m = ctx.tables, ctx.metrics
+    assert entry.rep_id is not None
+    frame, policy = cache.frame(pool), cache.policy(pool)
+    silent = Load.from_dict(t.loads.get(key(pool, entry.rep_id)))
+    result = lifecycle.expire(lead, frame, policy, entry, silent, now=now)
+    new = result.assigned
+    set_load(ctx, cache, pool, *result.released)
+    m.record_release(pool)
+    t.ledger[key(pool, lead.lead_id)] = new.entry.to_dict()
+    start_timer(ctx, pool, lead, new.entry)
+    if new.load is not None and new.decision.rep_id is not None:
+        set_load(ctx, cache, pool, new.decision.rep_id, new.load)
+    if new.state is not None:
+        t.pools[pool] = new.state.to_dict()
+        frame.set_state(new.state)
+    await ctx.topics.assignments.send(key=lead.lead_id.encode(), value=dump(new.decision))
+    m.record_decision(new.decision, None)
+    m.record_sla(result.outcome)
+    m.set_pool_state(pool, open_leads=int(frame.open.sum()), capacity=frame.total_capacity())
+    log.info(
+        "follow-up SLA: %s -> %s (attempt %d)",
+        entry.rep_id,
+        new.decision.rep_id or "open pool",
+        new.decision.attempt,
+        extra={"rep_id": new.decision.rep_id, "decision_id": new.decision.decision_id},
+    )
+
+
+async def on_claim(ctx: Context, cache: PoolCache, ev: ClaimArrived, now: datetime) -> None:
+    """The first valid claim in the pool's log takes the lead: a new attempt for the claimant; every
+    other claim is answered with its reason."""
+    t, c = ctx.tables, ev.claim
+    stored = t.ledger.get(key(ev.pool, c.lead_id))
+    if stored is None:
+        await answer(ctx, c, ev.pool, "unknown_lead", f"no decision for this lead in pool {ev.pool}", now)
+        return
+    entry = LedgerEntry.from_dict(stored)
+    if entry.lead is None:  # not claimable, or made claimable before leads were kept for claims
+        await answer(ctx, c, ev.pool, "not_claimable", f"the lead is {entry.status}", now)
+        return
+    lead = LeadCreated.model_validate(entry.lead)
+    frame, policy = cache.frame(ev.pool), cache.policy(ev.pool)
+    load = Load.from_dict(t.loads.get(key(ev.pool, c.rep_id)))
+    result = claims.claim(lead, frame, policy, entry, c.rep_id, load, now=now)
+    new = result.assigned
+    if new is not None:
+        t.ledger[key(ev.pool, c.lead_id)] = new.entry.to_dict()
+        start_timer(ctx, ev.pool, lead, new.entry)
+        if new.load is not None:
+            set_load(ctx, cache, ev.pool, c.rep_id, new.load)
+        if new.state is not None:
+            t.pools[ev.pool] = new.state.to_dict()
+            frame.set_state(new.state)
+        await ctx.topics.assignments.send(key=c.lead_id.encode(), value=dump(new.decision))
+        ctx.metrics.record_decision(new.decision, None)
+        ctx.metrics.set_pool_state(ev.pool, open_leads=int(frame.open.sum()), capacity=frame.total_capacity())
+    await answer(ctx, c, ev.pool, result.reason, result.detail, now, new.decision if new else None)
 
 
 def on_rep(ctx: Context, cache: PoolCache, ev: RepChanged) -> None:
@@ -172,9 +333,11 @@ def on_expire(ctx: Context, pool: str, lead_ids: list[str], now: datetime) -> No
             del ctx.tables.ledger[ledger_key]
 
 
-async def housekeeping(ctx: Context, now: datetime) -> None:
-    """Closed ledger entries past retention leave, a bounded sweep step at a time, in the task's own
-    transaction."""
+async def housekeeping(ctx: Context, cache: PoolCache, now: datetime) -> None:
+    """Due follow-up timers fire; closed ledger entries past retention leave, a bounded sweep step at a
+    time; both in the task's own transaction. `now` is the wall clock: the one clock input of a timer's
+    decision, recorded as its decided_at."""
+    await fire_timers(ctx, cache, now)
     retention = timedelta(days=ctx.settings.ledger_retention_days)
     for ledger_key, stored in ctx.tables.ledger.sweep(SWEEP_ROWS):
         if stored and expired(LedgerEntry.from_dict(stored), now=now, retention=retention):
@@ -194,6 +357,12 @@ async def handle_event(ctx: Context, cache: PoolCache, event: Event) -> None:
         on_rep(ctx, cache, ev)
     elif isinstance(ev, DealArrived):
         on_deal(ctx, cache, ev, now)
+    elif isinstance(ev, ActivityArrived):
+        with logs.bind(lead_id=ev.activity.lead_id, pool=ev.pool):
+            on_activity(ctx, cache, ev, now)
+    elif isinstance(ev, ClaimArrived):
+        with logs.bind(lead_id=ev.claim.lead_id, pool=ev.pool):
+            await on_claim(ctx, cache, ev, now)
     elif isinstance(ev, PolicyChanged):
         on_policy(ctx, cache, ev)
     else:  # a 0.1 worker's housekeeping request (schemas/internal.py)

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from routing import learning, performance
-from routing.decide import evaluate
+from routing import learning, performance, sla
+from routing.decide import Outcome, evaluate
 from routing.frame import PoolFrame, day_keys
 from routing.model import Load, PoolState
-from routing.policy import Policy
+from routing.policy import Policy, duration_seconds
 from schemas.events import AssignmentDecision, DealClosed, LeadCreated
 
 OPEN, UNASSIGNED, CLAIMABLE = "open", "unassigned", "claimable"
@@ -32,6 +32,14 @@ class LedgerEntry:
     # The half-life (days) of the policy that decided the lead: its outcome teaches the model with it,
     # so the learned rows follow from the log alone (None: the legacy, never-forgetting counts).
     half_life: float | None = None
+    # The lifecycle (routing/lifecycle.py); absent from entries that never had any of it.
+    sla_due: str | None = None  # due time of the holder's follow-up timer (its row: sla|<due>|<pool>|<lead>)
+    holders: tuple[str, ...] = ()  # reps that held the lead before the current attempt, oldest first
+    touched_at: str | None = None  # log time of the last activity (what stopped the timer)
+    last_activity: Mapping[str, Any] | None = None  # kind, rep_id, occurred_at of the last activity
+    closure: Mapping[str, Any] | None = None  # a close without a deal: reason, by, rep_id, at, summary
+    claimed: bool = False  # the holder claimed it from the open pool (counts against its holding limit)
+    lead: Mapping[str, Any] | None = None  # the lead (no contact data) while claimable: a claim decides on it
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LedgerEntry:
@@ -44,6 +52,13 @@ class LedgerEntry:
             tuple(data.get("features") or ()),
             data.get("released_at"),
             data.get("half_life"),
+            data.get("sla_due"),
+            tuple(data.get("holders") or ()),
+            data.get("touched_at"),
+            data.get("last_activity"),
+            data.get("closure"),
+            bool(data.get("claimed", False)),
+            data.get("lead"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -56,7 +71,18 @@ class LedgerEntry:
             "features": list(self.features),
             "released_at": self.released_at,
             **({"half_life": self.half_life} if self.half_life is not None else {}),
+            **({"sla_due": self.sla_due} if self.sla_due is not None else {}),
+            **({"holders": list(self.holders)} if self.holders else {}),
+            **({"touched_at": self.touched_at} if self.touched_at is not None else {}),
+            **({"last_activity": dict(self.last_activity)} if self.last_activity is not None else {}),
+            **({"closure": dict(self.closure)} if self.closure is not None else {}),
+            **({"claimed": True} if self.claimed else {}),
+            **({"lead": dict(self.lead)} if self.lead is not None else {}),
         }
+
+    @property
+    def attempt(self) -> int:
+        return int(self.decision.get("attempt", 1))
 
     @property
     def closed(self) -> bool:
@@ -93,7 +119,23 @@ def assign(
     """Decide a lead once. A lead already in the ledger gets its stored decision back, state untouched."""
     if entry is not None:
         return Assigned(AssignmentDecision.model_validate(entry.decision), entry, None, None, duplicate=True)
-    outcome = evaluate(lead, frame, policy, now=now)
+    result = record(evaluate(lead, frame, policy, now=now), frame, policy, now=now)
+    return with_lead(result, lead, policy, now=now)
+
+
+def with_lead(result: Assigned, lead: LeadCreated, policy: Policy, *, now: datetime) -> Assigned:
+    """A claimable entry keeps the lead (without contact data): a claim is decided on it; with the
+    policy's claim window, its timer (`sla_due`) says when the pool's policy assigns the lead instead."""
+    if result.entry.status != CLAIMABLE:
+        return result
+    window = policy.claims.window
+    due = sla.stamp(now + timedelta(seconds=duration_seconds(window))) if window else None
+    return replace(result, entry=replace(result.entry, lead=lead.model_dump(mode="json"), sla_due=due))
+
+
+def record(outcome: Outcome, frame: PoolFrame, policy: Policy, *, now: datetime) -> Assigned:
+    """What a decision changes: the chosen rep's load, the pool's state, the lead's new ledger entry
+    (with the holder's follow-up due time when the policy has a follow-up SLA)."""
     decision = outcome.decision
     feats = tuple(outcome.route.features) if outcome.route else ()
     learn = policy.learning
@@ -126,6 +168,9 @@ def assign(
         value=outcome.value,
         features=feats,
         half_life=learn.half_life_days if learn is not None else None,
+        sla_due=sla.stamp(sla.due_at(now, policy.follow_up, frame.reps[outcome.index]))
+        if policy.follow_up is not None and outcome.index is not None and decision.rep_id is not None
+        else None,
     )
     return Assigned(decision, new_entry, new_load, new_state, duplicate=False)
 
@@ -154,11 +199,16 @@ def close(
         return Closed(None, None, credited, new_buckets, None, duplicate=False)
     released = None
     if entry.status == OPEN and entry.rep_id is not None:
-        old = load or Load()
-        released = (entry.rep_id, replace(old, open=max(0, old.open - 1)))
+        released = (entry.rep_id, release(load, entry))
     released_at = (now or deal.closed_at).isoformat()
     new_entry = replace(entry, status=deal.outcome, closed_at=deal.closed_at.isoformat(), released_at=released_at)
     return Closed(new_entry, released, credited, new_buckets, new_model, duplicate=False)
+
+
+def release(load: Load | None, entry: LedgerEntry) -> Load:
+    """The holder's load once it no longer holds the entry's lead (a claimed lead frees its holding limit too)."""
+    old = load or Load()
+    return replace(old, open=max(0, old.open - 1), claimed=max(0, old.claimed - 1) if entry.claimed else old.claimed)
 
 
 def expired(entry: LedgerEntry, *, now: datetime, retention: timedelta) -> bool:

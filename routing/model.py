@@ -100,6 +100,7 @@ class Load:
     week: str | None = None
     week_count: int = 0
     vpass: float = 0.0
+    claimed: int = 0  # open leads it holds because it claimed them from the open pool (holding limit)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Load:

@@ -228,6 +228,44 @@ class Rotation(_Model):
     catch_up: Annotated[float, Field(ge=0, le=100)] = 2.0  # leads a returning rep may catch up, at most
 
 
+Duration = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,5}(s|m|h|d)$")]  # "90s", "30m", "4h", "2d"
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> float:
+    return float(text[:-1]) * _UNIT_SECONDS[text[-1]]
+
+
+class FollowUp(_Model):
+    """Follow-up SLA (docs/lifecycle.md): a lead its rep has not touched (any `leads.activity`) within
+    `within` is reassigned, its previous holders excluded; once `max_attempts` reps held it and the last one
+    stayed silent too, it returns to the open pool (`sent_to_claim_pool`)."""
+
+    within: Duration = Field(description='Time a holder has for the first touch: "90s", "30m", "4h", "2d"')
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = Field(
+        3, description="Assignments (reps) a lead gets at most before it returns to the open pool"
+    )
+    working_hours: bool = Field(False, description="Count `within` only in the holder's working hours")
+
+    @property
+    def seconds(self) -> float:
+        return duration_seconds(self.within)
+
+
+class Claims(_Model):
+    """The open pool (docs/lifecycle.md): who may claim a lead there, and how many."""
+
+    holding_limit: Annotated[int, Field(ge=0, le=100_000)] | None = Field(
+        None, description="Open leads a rep may hold by claim in this pool at once; null = no limit"
+    )
+    cooldown: Duration | None = Field(
+        None, description="A previous holder may claim the lead again only this long after it returned to the pool"
+    )
+    window: Duration | None = Field(
+        None, description="Unclaimed this long, the pool's policy assigns the lead (previous holders excluded)"
+    )
+
+
 class Policy(_Model):
     id: Name = "default"
     version: Annotated[int, Field(ge=1)] = 1
@@ -249,6 +287,8 @@ class Policy(_Model):
     runners_up: Annotated[int, Field(ge=0, le=10)] = 3
     learning: Learning | None = Field(None, description="the calibrated pair model; None = the legacy counts")
     bounds: Bounds | None = Field(None, description="fairness bounds on argmax selection")
+    follow_up: FollowUp | None = Field(None, description="follow-up SLA: reassign leads nobody touched")
+    claims: Claims = Field(default_factory=Claims)
 
     @model_validator(mode="after")
     def _strategies_exist(self) -> Policy:

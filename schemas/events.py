@@ -99,6 +99,62 @@ class DealClosed(_Event):
     pool: PoolId | None = None
 
 
+ActivityKind = Literal[
+    "first_contact", "follow_up", "status_change", "disqualified", "converted", "duplicate", "cancelled"
+]
+# Kinds that end a lead's life without a deal: its rep's load is released (routing/lifecycle.py).
+CLOSING_KINDS: frozenset[str] = frozenset({"disqualified", "duplicate", "cancelled"})
+
+
+class LeadActivity(_Event):
+    """`leads.activity` (key = lead_id): what a rep did with a lead, from the CRM. Touches the lead
+    (stops its follow-up timer); disqualified, duplicate and cancelled close it without a deal."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    lead_id: Id
+    pool: PoolId | None = Field(None, description="The lead's pool, if known; the lead index decides")
+    kind: ActivityKind
+    rep_id: Id | None = Field(None, description="Who did it; None: the lead's current holder")
+    occurred_at: EventTime
+    status: Label | None = Field(None, description="The CRM's own status name (status_change); no personal data")
+    note: Annotated[str, StringConstraints(max_length=256)] | None = Field(
+        None, description="A short reason code or remark; never personal data (it is not stored)", exclude=True
+    )
+
+
+class LeadClaim(_Event):
+    """`leads.claims` (key = lead_id): a rep asks for a lead of the open pool. The first valid claim in the
+    pool's log wins; every claim is answered once on `leads.claim-results`."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    claim_id: Id = Field(description="Chosen by the claimant; the answer carries it back")
+    lead_id: Id
+    rep_id: Id
+    pool: PoolId | None = Field(None, description="Informational: the lead index decides the pool")
+    requested_at: EventTime
+
+
+ClaimReason = Literal[
+    "claimed", "unknown_lead", "not_claimable", "not_in_pool", "not_eligible", "holding_limit", "cooldown"
+]
+
+
+class ClaimResult(_Event):
+    """`leads.claim-results` (key = lead_id): the one answer to a claim."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    claim_id: Id
+    lead_id: Id
+    rep_id: Id
+    pool: PoolId | None = Field(description="The lead's pool; null when the lead is unknown")
+    accepted: bool
+    reason: ClaimReason = Field(description="claimed, or why not")
+    detail: str = Field("", description="One human-readable line")
+    decision_id: str | None = Field(description="The decision that gave the lead to the claimant, if accepted")
+    attempt: int | None = Field(description="That decision's attempt")
+    answered_at: EventTime = Field(description="Log time of the answer")
+
+
 Level = Annotated[int, Field(ge=1, le=5)]
 TagLevels = Annotated[dict[Tag, Level], Field(max_length=64)]
 TagList = Annotated[list[Tag], Field(max_length=64)]  # accepted on input: each tag at level 1
@@ -215,4 +271,13 @@ class AssignmentDecision(_Event):
     explanation: Explanation
     shadow: list[ShadowDecision] = Field(default_factory=list)
     lead_created_at: EventTime
-    decided_at: EventTime
+    decided_at: EventTime = Field(description="Log time of the decision; for a timer's decision, when the timer fired")
+    trigger: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]*$", max_length=32)] | None = Field(
+        None,
+        description="What made this attempt: null for a lead's first decision; sla_expired: its follow-up"
+        " timer fired (a reassignment, or a return to the open pool). Consumers must accept values they do"
+        " not know.",
+    )
+    previous_holders: Annotated[list[Id], Field(max_length=64)] | None = Field(
+        None, description="Reps that held the lead before this attempt (excluded from it), oldest first"
+    )

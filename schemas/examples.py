@@ -148,6 +148,64 @@ ASSIGNMENT_DECISION: list[dict[str, Any]] = [
         "shadow": [],
         "lead_created_at": "2026-11-27T09:14:03.120Z",
         "decided_at": "2026-11-27T09:14:03.512Z",
+        "trigger": None,
+        "previous_holders": None,
+    },
+    {
+        "schema_version": 1,
+        "decision_id": "60a6d599-3116-5e19-bbdc-419017487d86",
+        "lead_id": "WEB-2026-000123",
+        "pool": "dach",
+        "rep_id": "lars",
+        "reason": "assigned",
+        "attempt": 2,
+        "policy_id": "default",
+        "policy_version": 1,
+        "variant": None,
+        "experiment": None,
+        "explanation": {
+            "strategy": "default",
+            "summary": "score 0.500 (load 0.50, rotation 1.00), 5/10 open; strategy default; 2 eligible, "
+            "excluded: excluded 1",
+            "weights": {"load": 1.0},
+            "value_tier": None,
+            "rule": None,
+            "growth_channel": False,
+            "relaxed": [],
+            "chosen": {
+                "rep_id": "lars",
+                "score": 0.5,
+                "components": {"load": 0.5},
+                "facts": {"open": 5.0, "capacity": 10.0},
+            },
+            "runners_up": [],
+            "eligible": 2,
+            "excluded": {"excluded": 1},
+            "notes": ["follow-up SLA: bernd did not touch the lead within 4h (due 2026-11-27T13:14:03.512000Z)"],
+        },
+        "shadow": [],
+        "lead_created_at": "2026-11-27T09:14:03.120Z",
+        "decided_at": "2026-11-27T13:14:05.004Z",
+        "trigger": "sla_expired",
+        "previous_holders": ["bernd"],
+    },
+]
+
+LEAD_ACTIVITY: list[dict[str, Any]] = [
+    {
+        "schema_version": 1,
+        "lead_id": "WEB-2026-000123",
+        "kind": "first_contact",
+        "rep_id": "bernd",
+        "occurred_at": "2026-11-27T10:02:41Z",
+    },
+    {
+        "lead_id": "CRM-42",
+        "pool": "emea",
+        "kind": "disqualified",
+        "occurred_at": "2026-11-28T08:00:00+01:00",
+        "status": "not_a_fit",
+        "note": "budget",
     },
 ]
 
@@ -168,5 +226,45 @@ DEAD_LETTER_HEADERS: list[dict[str, Any]] = [
         "x-leadrelay-reason": "invalid_json",
         "x-leadrelay-error-class": "InvalidJson",
         "x-leadrelay-error-message": "Invalid JSON: expected ident at line 1 column 2",
+    },
+]
+
+LEAD_CLAIM: list[dict[str, Any]] = [
+    {
+        "schema_version": 1,
+        "claim_id": "claim-7f3a",
+        "lead_id": "WEB-2026-000123",
+        "rep_id": "anna",
+        "requested_at": "2026-11-27T14:02:10Z",
+    },
+    {"claim_id": "c2", "lead_id": "CRM-42", "rep_id": "bernd", "pool": "dach", "requested_at": "2026-11-27T14:02:11Z"},
+]
+
+CLAIM_RESULT: list[dict[str, Any]] = [
+    {
+        "schema_version": 1,
+        "claim_id": "claim-7f3a",
+        "lead_id": "WEB-2026-000123",
+        "rep_id": "anna",
+        "pool": "dach",
+        "accepted": True,
+        "reason": "claimed",
+        "detail": "claimed by anna from the open pool, 4/12 open; strategy default",
+        "decision_id": "b0f8a115-7468-5ea8-b953-a271885b7047",
+        "attempt": 4,
+        "answered_at": "2026-11-27T14:02:10.231Z",
+    },
+    {
+        "schema_version": 1,
+        "claim_id": "c2",
+        "lead_id": "WEB-2026-000123",
+        "rep_id": "bernd",
+        "pool": "dach",
+        "accepted": False,
+        "reason": "not_claimable",
+        "detail": "the lead is open (anna)",
+        "decision_id": None,
+        "attempt": None,
+        "answered_at": "2026-11-27T14:02:10.598Z",
     },
 ]

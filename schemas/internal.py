@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from schemas.events import DealClosed, EventTime, Id, LeadCreated, PoolId, RepUpdated
+from schemas.events import DealClosed, EventTime, Id, LeadActivity, LeadClaim, LeadCreated, PoolId, RepUpdated
 
 
 class _Internal(BaseModel):
@@ -43,6 +43,24 @@ class DealArrived(_Internal):
     origin: Origin | None = None
 
 
+class ActivityArrived(_Internal):
+    """A lead's activity, in the pool log of the pool that holds the lead (found through the lead index)."""
+
+    kind: Literal["activity"] = "activity"
+    pool: PoolId
+    activity: LeadActivity
+    origin: Origin | None = None
+
+
+class ClaimArrived(_Internal):
+    """A rep's claim, in the pool log of the pool that holds the lead."""
+
+    kind: Literal["claim"] = "claim"
+    pool: PoolId
+    claim: LeadClaim
+    origin: Origin | None = None
+
+
 class PolicyChanged(_Internal):
     """A validated policy for one pool (already checked at ingress; route checks its version)."""
 
@@ -61,7 +79,8 @@ class LedgerExpired(_Internal):
 
 
 PoolEvent = Annotated[
-    LeadArrived | RepChanged | DealArrived | PolicyChanged | LedgerExpired, Field(discriminator="kind")
+    LeadArrived | RepChanged | DealArrived | ActivityArrived | ClaimArrived | PolicyChanged | LedgerExpired,
+    Field(discriminator="kind"),
 ]
 POOL_EVENT = TypeAdapter(PoolEvent)
 
@@ -85,6 +104,23 @@ class DealUnrouted(_Internal):
     first_seen_at: EventTime
 
 
+class ActivityUnrouted(_Internal):
+    """A lead's activity on its way to the lead index, which knows the lead's pool."""
+
+    kind: Literal["activity"] = "activity"
+    activity: LeadActivity
+    origin: Origin | None = None
+    first_seen_at: EventTime
+
+
+class ClaimUnrouted(_Internal):
+    """A claim on its way to the lead index, which knows the lead's pool."""
+
+    kind: Literal["claim"] = "claim"
+    claim: LeadClaim
+    origin: Origin | None = None
+
+
 class PendingExpired(_Internal):
     """Housekeeping: parked deals waited too long for their lead (re-checked by the owner)."""
 
@@ -100,6 +136,7 @@ class IndexExpired(_Internal):
 
 
 LeadEvent = Annotated[
-    LeadArrived | LeadIndexed | DealUnrouted | PendingExpired | IndexExpired, Field(discriminator="kind")
+    LeadArrived | LeadIndexed | DealUnrouted | ActivityUnrouted | ClaimUnrouted | PendingExpired | IndexExpired,
+    Field(discriminator="kind"),
 ]
 LEAD_EVENT = TypeAdapter(LeadEvent)

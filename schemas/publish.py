@@ -28,7 +28,16 @@ from routing.policy import Policy
 from schemas import examples
 from schemas.compat import Direction, breaking_changes
 from schemas.deadletter import DEAD_LETTER_VERSION, DeadLetterHeaders
-from schemas.events import SCHEMA_VERSION, AssignmentDecision, DealClosed, LeadCreated, RepUpdated
+from schemas.events import (
+    SCHEMA_VERSION,
+    AssignmentDecision,
+    ClaimResult,
+    DealClosed,
+    LeadActivity,
+    LeadClaim,
+    LeadCreated,
+    RepUpdated,
+)
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -88,6 +97,17 @@ CONTRACTS: tuple[Contract, ...] = (
         examples.DEAL_CLOSED,
     ),
     Contract(
+        "leads.activity",
+        LeadActivity,
+        "input",
+        SCHEMA_VERSION,
+        "lead_id",
+        "What a rep did with a lead, from the CRM: any kind touches the lead and stops its follow-up timer;"
+        " disqualified, duplicate and cancelled close it without a deal and release its rep's capacity."
+        " `status` and `note` must not carry personal data (`note` is never stored).",
+        examples.LEAD_ACTIVITY,
+    ),
+    Contract(
         "reps.roster",
         RepUpdated,
         "input",
@@ -117,6 +137,27 @@ CONTRACTS: tuple[Contract, ...] = (
         "One decision per lead and attempt. Read with isolation.level=read_committed and dedupe on `decision_id`:"
         " the same decision can be delivered more than once, byte for byte the same.",
         examples.ASSIGNMENT_DECISION,
+        all_present=True,
+    ),
+    Contract(
+        "leads.claims",
+        LeadClaim,
+        "input",
+        SCHEMA_VERSION,
+        "lead_id",
+        "A rep's claim on a lead of the open pool (`sent_to_claim_pool`). The first valid claim in the pool's log"
+        " wins; every claim is answered once on `leads.claim-results`, matched by `claim_id`.",
+        examples.LEAD_CLAIM,
+    ),
+    Contract(
+        "leads.claim-results",
+        ClaimResult,
+        "output",
+        SCHEMA_VERSION,
+        "lead_id",
+        "The one answer to a claim: accepted (`claimed`, with the decision that gave the lead to the claimant)"
+        " or rejected with its reason. Read with isolation.level=read_committed.",
+        examples.CLAIM_RESULT,
         all_present=True,
     ),
     Contract(

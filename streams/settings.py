@@ -107,6 +107,13 @@ class Settings(BaseModel):
     # Topics
     topic_leads_new: str = Field("leads.new", description="Input: new leads")
     topic_deals_closed: str = Field("deals.closed", description="Input: won/lost deals")
+    topic_lead_activity: str = Field(
+        "leads.activity", description="Input: what reps did with their leads (touches, closes; key lead_id)"
+    )
+    topic_claims: str = Field("leads.claims", description="Input: reps' claims on open-pool leads (key lead_id)")
+    topic_claim_results: str = Field(
+        "leads.claim-results", description="Output: the one answer to each claim (key lead_id)"
+    )
     topic_reps_roster: str = Field("reps.roster", description="Input: rep profiles (compacted, key rep_id)")
     topic_policies: str = Field("routing.policies", description="Input: policies (compacted, key pool)")
     topic_assignments: str = Field("leads.assignments", description="Output: decisions (key lead_id)")
@@ -164,7 +171,7 @@ class Settings(BaseModel):
         180, description="Days a lead stays findable by pool-less deals after its decision"
     )
     unknown_lead_wait_seconds: Annotated[float, Field(ge=0)] = Field(
-        300, description="How long a deal waits for its lead's decision before going to the DLQ"
+        300, description="How long a deal or activity waits for its lead's decision before going to the DLQ"
     )
     housekeeping_interval_seconds: Annotated[float, Field(gt=0)] = Field(
         30, description="How often expired ledger entries and parked deals are swept"

@@ -42,6 +42,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return [
         TopicSpec(settings.topic_leads_new, p, {}),
         TopicSpec(settings.topic_deals_closed, p, {}),
+        TopicSpec(settings.topic_lead_activity, p, {}),
+        TopicSpec(settings.topic_claims, p, {}),
+        TopicSpec(settings.topic_claim_results, p, {}),
         TopicSpec(settings.topic_reps_roster, p, COMPACT, copartitioned=True),
         TopicSpec(settings.topic_policies, p, COMPACT),
         TopicSpec(settings.topic_assignments, p, {}),

@@ -118,6 +118,7 @@ class Topics:
     def __init__(self, settings: Settings, task: Task) -> None:
         self.assignments = Sender(task, settings.topic_assignments)
         self.dlq = Sender(task, settings.topic_dlq)
+        self.claim_results = Sender(task, settings.topic_claim_results)
         self.pool_events = Sender(task, pool_events_topic(settings))
         self.lead_events = Sender(task, lead_events_topic(settings))
 
@@ -128,10 +129,12 @@ class Context:
     topics: Topics
     tables: Tables
     metrics: Metrics
+    partition: int = 0  # the task's partition (its stage's caches are per partition)
 
 
 def binder(settings: Settings, metrics: Metrics) -> Callable[[Task], Context]:
     def bind(task: Task) -> Context:
-        return Context(settings=settings, topics=Topics(settings, task), tables=Tables(task), metrics=metrics)
+        topics, tables = Topics(settings, task), Tables(task)
+        return Context(settings=settings, topics=topics, tables=tables, metrics=metrics, partition=task.partition)
 
     return bind

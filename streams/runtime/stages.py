@@ -2,7 +2,7 @@
 
 Two hops for a lead or a deal, no cycle:
 
-  leads.new, deals.closed ──> leads (key lead_id; lead index, parked deals) ──> pool-events ──> route
+  leads.new, deals.closed, leads.activity, leads.claims ──> leads (key lead_id; lead index) ──> pool-events ──> route
   reps.roster ──> roster (rep -> pools) ──> pool-events          routing.policies ──> policies ──> pool-events
 
 Each stage runs as one task per partition (streams/runtime/loop.py); its handler sees a context bound to
@@ -12,6 +12,7 @@ that task (streams/runtime/context.py), every record through guarded() (streams/
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from agents import ingest_policies, ingest_roster, match_deals, route
 from routing.policy import Policy
@@ -43,6 +44,9 @@ def build(
     def route_gauges(ctx: Context, partition: int) -> None:
         route.pool_gauges(ctx, caches[partition])
 
+    async def route_housekeeping(ctx: Context, now: datetime) -> None:
+        await route.housekeeping(ctx, caches[ctx.partition], now)
+
     def clear_caches() -> None:
         for cache in caches.values():
             cache.clear()
@@ -50,7 +54,13 @@ def build(
     stages = [
         Stage(
             "leads",
-            (settings.topic_leads_new, settings.topic_deals_closed, lead_events_topic(settings)),
+            (
+                settings.topic_leads_new,
+                settings.topic_deals_closed,
+                settings.topic_lead_activity,
+                settings.topic_claims,
+                lead_events_topic(settings),
+            ),
             guarded("leads", match_deals.handler(settings)),
             table="match",
             housekeeping=match_deals.housekeeping,
@@ -60,7 +70,7 @@ def build(
             (pool_events_topic(settings),),
             guarded("route", route_handle, on_error=clear_caches),
             table="route",
-            housekeeping=route.housekeeping,
+            housekeeping=route_housekeeping,
             on_reset=clear_caches,
             after_batch=route_gauges,
         ),

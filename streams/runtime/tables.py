@@ -24,10 +24,12 @@ ROUTE_KINDS = {
     "models": "Learned conversion model per pool and rep",
     "pools": "Members, rotation state and totals per pool",
     "policies": "Running policy per pool",
+    "sla": "Follow-up timers, keyed <due>|<pool>|<lead> so they scan in due order (the lead, for its next attempt)",
 }
 MATCH_KINDS = {
     "lead-index": "Pool and owner of each decided lead",
     "parked-deals": "Deals waiting for their lead's decision",
+    "parked-activity": "Activity waiting for its lead's decision",
 }
 
 

@@ -1,5 +1,5 @@
-"""The `leadrelay` command: worker, ingress, sink, archive, export, kafka, topics, produce, tail, demo, simulate,
-replay, report."""
+"""The `leadrelay` command: worker, ingress, sink, archive, export, kafka, topics, produce, tail, pool, claim,
+demo, simulate, replay, report."""
 
 from __future__ import annotations
 
@@ -197,6 +197,34 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pool(args: argparse.Namespace) -> int:
+    from streams.tools.openpool import claimable
+
+    found = asyncio.run(claimable(_settings(args), args.pool))
+    for item in found:
+        print(orjson.dumps(item.__dict__).decode() if args.json else item.line())
+    if not args.json:
+        print(f"{len(found)} claimable lead(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_claim(args: argparse.Namespace) -> int:
+    from streams.tools.openpool import claim
+
+    sent, answer = asyncio.run(claim(_settings(args), args.lead_id, args.rep, pool=args.pool, timeout=args.timeout))
+    if answer is None:
+        print(
+            f"claim {sent.claim_id}: no answer within {args.timeout:g}s (the worker answers it later)", file=sys.stderr
+        )
+        return 3
+    if args.json:
+        print(answer.model_dump_json())
+    else:
+        verdict = f"won (attempt {answer.attempt})" if answer.accepted else f"refused: {answer.reason}"
+        print(f"claim {answer.claim_id} on {answer.lead_id} by {answer.rep_id}: {verdict}; {answer.detail}")
+    return 0 if answer.accepted else 1
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from streams.kafka.clients import decisions_for
     from streams.tools.explain import render
@@ -372,6 +400,23 @@ def _add_processes(sub: Any) -> None:
     ex.set_defaults(func=cmd_export)
 
 
+def _add_open_pool(sub: Any) -> None:
+    """The open pool for people and scripts: what is claimable, and a claim with its answer."""
+    pl = sub.add_parser("pool", help="list the claimable leads of the open pool (from the route table)")
+    pl.add_argument("--pool", help="only this pool (default: every pool)")
+    pl.add_argument("--json", action="store_true", help="one JSON object per lead (default: one line each)")
+    pl.set_defaults(func=cmd_pool)
+    cl = sub.add_parser("claim", help="claim an open-pool lead for a rep and wait for the answer (exit 1: refused)")
+    cl.add_argument("lead_id", help="the lead's id")
+    cl.add_argument("--rep", required=True, help="the claiming rep's id (required)")
+    cl.add_argument("--pool", help="the lead's pool, informational (default: none; the lead index decides)")
+    cl.add_argument(
+        "--timeout", type=_positive, default=30, help="seconds to wait for the answer (default: %(default)s)"
+    )
+    cl.add_argument("--json", action="store_true", help="print the answer as JSON (default: one line)")
+    cl.set_defaults(func=cmd_claim)
+
+
 def parser() -> argparse.ArgumentParser:
     # Every command and option says what it does and its default (tests/unit/test_cli.py checks that).
     p = argparse.ArgumentParser(prog="leadrelay", description=__doc__)
@@ -403,6 +448,7 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tail", help="print decisions as they arrive, one line each, until Ctrl-C")
     t.add_argument("--from-beginning", action="store_true", help="start at the oldest decision (default: the newest)")
     t.set_defaults(func=cmd_tail)
+    _add_open_pool(sub)
     ex = sub.add_parser("explain", help="print the story of a lead's decisions from the decision log")
     ex.add_argument("lead_id", help="the lead's id")
     ex.add_argument("--json", action="store_true", help="print the decisions as JSON (default: a readable report)")

@@ -1,22 +1,26 @@
 """`leadrelay verify`: read every topic back and check the delivery invariants (I1-I5, docs/architecture.md).
 
-I1 every accepted lead has exactly one effective decision (or is in the DLQ)
+I1 every accepted lead has exactly one effective decision per attempt (or is in the DLQ), and no attempt
+   goes to a rep that held the lead before (a follow-up reassignment excludes its previous holders)
 I2 no rep ever held more open leads than its capacity: each decision's own facts, and a replay of the
    pool log counting open leads from the decisions and deals (independent of the worker's tables)
-I3 the loads table (its changelog) equals a replay of the decision log and the closed deals
+I3 the loads table (its changelog) equals a replay of the decision log (the latest attempt of a lead
+   holds it; each reassignment released the silent holder), the closed deals and the closing activity
 I4 no decision went to a rep that was unavailable or absent in the roster at that point: checked at the
    lead's own position in the pool log (the internal pool-events topic, where roster changes and leads
    are in the order the route agent saw them); a lead missing from that log falls back to the roster
    topic's timestamps (with ROSTER_SLACK_MS of overlap)
+Claims: every valid leads.claims record is answered exactly once on leads.claim-results.
 I5 no input offset was skipped: each leads.new record led to a decision or a DLQ record, and each
-   deals.closed record reached its pool (pool-events) or the DLQ; every DLQ record says where it came
-   from and why
+   deals.closed and leads.activity record reached its pool (pool-events) or the DLQ; every DLQ record
+   says where it came from and why
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter, defaultdict
+import itertools
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,15 +28,25 @@ import orjson
 from pydantic import ValidationError
 
 from routing.model import Rep
-from schemas.events import AssignmentDecision, DealClosed, LeadCreated, RepUpdated
-from schemas.internal import POOL_EVENT, DealArrived, LeadArrived, RepChanged
+from schemas.events import (
+    CLOSING_KINDS,
+    AssignmentDecision,
+    ClaimResult,
+    DealClosed,
+    LeadActivity,
+    LeadClaim,
+    LeadCreated,
+    RepUpdated,
+)
+from schemas.internal import POOL_EVENT, ActivityArrived, DealArrived, LeadArrived, RepChanged
 from streams.kafka.changelog import namespace, read_table
 from streams.kafka.clients import read_all
-from streams.kafka.topics import pool_events_topic
+from streams.kafka.topics import home_partition, pool_events_topic
 from streams.runtime.tables import changelog_topic
 from streams.settings import Settings
 
 ROSTER_SLACK_MS = 5000  # roster and decisions are different topics: allow this much clock overlap
+Chains = dict[str, list[tuple[Any, AssignmentDecision]]]  # lead -> its effective decisions, by attempt
 
 
 @dataclass
@@ -43,12 +57,17 @@ class Report:
     dead_letters: int = 0
     duplicate_decisions: int = 0  # the same decision re-emitted: harmless, consumers dedupe on its id
     conflicting_decisions: list[str] = field(default_factory=list)  # a lead with two different owners
+    repeated_holders: list[str] = field(default_factory=list)  # an attempt given to a previous holder
+    reassignments: int = 0  # decisions of attempt 2 and later (follow-up timers)
     lost_leads: list[str] = field(default_factory=list)
     skipped_offsets: list[str] = field(default_factory=list)
     capacity_violations: list[str] = field(default_factory=list)
     unavailable_assignments: list[str] = field(default_factory=list)
     state_mismatches: list[str] = field(default_factory=list)
     skipped_deals: list[str] = field(default_factory=list)  # deals.closed offsets neither routed nor dead
+    skipped_activity: list[str] = field(default_factory=list)  # leads.activity offsets neither routed nor dead
+    claims_in: int = 0  # valid claims on leads.claims
+    claim_answers: list[str] = field(default_factory=list)  # claims answered not exactly once
     unexplained_dead_letters: list[str] = field(default_factory=list)  # DLQ records without origin/reason
     internal_errors: int = 0  # DLQ records with reason internal_error: a bug was hit (not an invariant)
     checked_in_pool_log: int = 0  # decisions whose I4 check used the pool log (the rest: roster timestamps)
@@ -56,12 +75,15 @@ class Report:
 
     PROBLEMS = (
         "conflicting_decisions",
+        "repeated_holders",
         "lost_leads",
         "capacity_violations",
         "state_mismatches",
         "unavailable_assignments",
         "skipped_offsets",
         "skipped_deals",
+        "skipped_activity",
+        "claim_answers",
         "unexplained_dead_letters",
     )
 
@@ -87,6 +109,8 @@ class Report:
             row("dead letters", self.dead_letters),
             row("duplicate decisions (same id)", self.duplicate_decisions, True),
             row("I1 conflicting decisions", len(self.conflicting_decisions), not self.conflicting_decisions),
+            row("reassignments (attempt > 1)", self.reassignments),
+            row("I1 attempt to a previous holder", len(self.repeated_holders), not self.repeated_holders),
             row("I1 lost leads", len(self.lost_leads), not self.lost_leads),
             row("I2 capacity violations", len(self.capacity_violations), not self.capacity_violations),
             row(
@@ -98,7 +122,10 @@ class Report:
             row("I4 decisions checked in pool log", self.checked_in_pool_log),
             row("I5 skipped input offsets", len(self.skipped_offsets), not self.skipped_offsets),
             row("I5 deals neither routed nor DLQ", len(self.skipped_deals), not self.skipped_deals),
+            row("I5 activity neither routed nor DLQ", len(self.skipped_activity), not self.skipped_activity),
             row("I5 DLQ records without reason", len(self.unexplained_dead_letters), not self.unexplained_dead_letters),
+            row("claims in (valid)", self.claims_in),
+            row("claims not answered exactly once", len(self.claim_answers), not self.claim_answers),
             row("internal errors (DLQ)", self.internal_errors),
         ]
         return "\n".join(lines)
@@ -112,6 +139,9 @@ async def collect(settings: Settings) -> dict[str, list[Any]]:
     topics = {
         "leads": settings.topic_leads_new,
         "deals": settings.topic_deals_closed,
+        "activity": settings.topic_lead_activity,
+        "claims": settings.topic_claims,
+        "claim_results": settings.topic_claim_results,
         "roster": settings.topic_reps_roster,
         "decisions": settings.topic_assignments,
         "dlq": settings.topic_dlq,
@@ -145,6 +175,7 @@ def check(records: dict[str, list[Any]], settings: Settings, *, check_state: boo
                 report.conflicting_decisions.append(f"{lead_id}: attempt {attempt}: {sorted(map(str, owners))}")
         report.duplicate_decisions += len(items) - len({d.decision_id for _, d in items})
         first[lead_id] = min(items, key=lambda item: (item[1].attempt, item[0].timestamp))
+    chains = _chains(report, decisions)
 
     seen_leads = set()
     for r in records["leads"]:
@@ -162,18 +193,45 @@ def check(records: dict[str, list[Any]], settings: Settings, *, check_state: boo
         if where not in dead_offsets:
             report.skipped_offsets.append(f"{settings.topic_leads_new}[{r.partition}]@{r.offset}")
 
-    _check_capacity(report, first)
-    _check_availability(report, first, records["roster"], pool_log)
+    _check_capacity(report, chains)
+    _check_availability(report, first, chains, records["roster"], pool_log, settings.partitions)
     dead_deals = dead.get(settings.topic_deals_closed, set())
-    _check_deals_routed(report, records["deals"], dead_deals, pool_log, settings.topic_deals_closed)
+    _check_deals_routed(report.skipped_deals, records["deals"], dead_deals, pool_log, settings.topic_deals_closed)
+    topic = settings.topic_lead_activity
+    _check_deals_routed(report.skipped_activity, records.get("activity") or [], dead.get(topic, set()), pool_log, topic)
+    _check_claims(report, records.get("claims") or [], records.get("claim_results") or [])
     if check_state:
         report.checked_state = True
         route = read_table(records.get("route") or [])
         live_deals = [r for r in records["deals"] if (r.partition, r.offset) not in dead_deals]
-        _check_state(report, first, live_deals, namespace(route, "loads"))
+        dead_acts = dead.get(settings.topic_lead_activity, set())
+        live_acts = [r for r in records.get("activity") or [] if (r.partition, r.offset) not in dead_acts]
+        _check_state(report, chains, live_deals, live_acts, namespace(route, "loads"))
         if records.get("pool_events"):
             _check_reps_state(report, pool_log, namespace(route, "reps"))
     return report
+
+
+def _chains(report: Report, decisions: dict[str, list[tuple[Any, AssignmentDecision]]]) -> Chains:
+    """Each lead's effective decisions in attempt order (the first record of each attempt); an attempt whose
+    rep held the lead at an earlier attempt is reported (I1: reassignment excludes previous holders), unless
+    the rep claimed it back from the open pool (allowed after the policy's cooldown)."""
+    chains: Chains = {}
+    for lead_id, items in decisions.items():
+        by_attempt: dict[int, tuple[Any, AssignmentDecision]] = {}
+        for r, d in sorted(items, key=lambda item: (item[1].attempt, item[0].timestamp)):
+            by_attempt.setdefault(d.attempt, (r, d))
+        chain = [by_attempt[a] for a in sorted(by_attempt)]
+        held: list[str] = []
+        for _, d in chain:
+            repeated = d.rep_id is not None and (d.rep_id in held or d.rep_id in (d.previous_holders or ()))
+            if repeated and d.trigger != "claim":  # a previous holder may claim it back after its cooldown
+                report.repeated_holders.append(f"{lead_id}: attempt {d.attempt} -> {d.rep_id}, held before: {held}")
+            if d.rep_id is not None:
+                held.append(d.rep_id)
+            report.reassignments += d.attempt > 1
+        chains[lead_id] = chain
+    return chains
 
 
 def _dead_letters(report: Report, dlq: list[Any]) -> dict[str, set[tuple[int, int]]]:
@@ -199,34 +257,38 @@ def _dead_letters(report: Report, dlq: list[Any]) -> dict[str, set[tuple[int, in
 
 @dataclass
 class _PoolLog:
-    """The pool-events topic parsed, each partition in offset order (what the route agent saw)."""
+    """The pool-events topic parsed, each partition in offset order (what the route agent saw), with each
+    record's timestamp (ms)."""
 
-    partitions: dict[int, list[Any]] = field(default_factory=dict)
-    deal_origins: set[tuple[str, int, int]] = field(default_factory=set)
+    partitions: dict[int, list[tuple[int, Any]]] = field(default_factory=dict)
+    origins: set[tuple[str, int, int]] = field(default_factory=set)  # of the deals and activity it holds
 
 
 def _parse_pool_log(records: list[Any]) -> _PoolLog:
     log = _PoolLog()
-    by_partition: dict[int, list[tuple[int, Any]]] = defaultdict(list)
+    by_partition: dict[int, list[tuple[int, int, Any]]] = defaultdict(list)
     for r in records:
         try:
             ev = POOL_EVENT.validate_json(r.value) if r.value else None
         except ValidationError:
             continue
-        if isinstance(ev, DealArrived) and ev.origin is not None:
-            log.deal_origins.add((ev.origin.topic, ev.origin.partition, ev.origin.offset))
-        if isinstance(ev, LeadArrived | RepChanged | DealArrived):
-            by_partition[r.partition].append((r.offset, ev))
-    log.partitions = {p: [ev for _, ev in sorted(items, key=lambda x: x[0])] for p, items in by_partition.items()}
+        if isinstance(ev, DealArrived | ActivityArrived) and ev.origin is not None:
+            log.origins.add((ev.origin.topic, ev.origin.partition, ev.origin.offset))
+        if isinstance(ev, LeadArrived | RepChanged | DealArrived | ActivityArrived):
+            by_partition[r.partition].append((r.offset, r.timestamp, ev))
+    log.partitions = {
+        p: [(ts, ev) for _, ts, ev in sorted(items, key=lambda x: x[0])] for p, items in by_partition.items()
+    }
     return log
 
 
 def _check_deals_routed(
-    report: Report, deals: list[Any], dead: set[tuple[int, int]], pool_log: _PoolLog, topic: str
+    skipped: list[str], records: list[Any], dead: set[tuple[int, int]], pool_log: _PoolLog, topic: str
 ) -> None:
-    for r in deals:
-        if (r.partition, r.offset) not in dead and (topic, r.partition, r.offset) not in pool_log.deal_origins:
-            report.skipped_deals.append(f"{topic}[{r.partition}]@{r.offset}")
+    """I5 for deals and activity: each record reached its lead's pool log or the DLQ."""
+    for r in records:
+        if (r.partition, r.offset) not in dead and (topic, r.partition, r.offset) not in pool_log.origins:
+            skipped.append(f"{topic}[{r.partition}]@{r.offset}")
 
 
 def _available(profile: RepUpdated | None, pool: str) -> bool:
@@ -242,58 +304,130 @@ def _capacity(profile: RepUpdated | None, pool: str) -> float:
     return float("inf") if capacity is None else capacity
 
 
-def _replay_pool_log(report: Report, first: dict[str, tuple[Any, AssignmentDecision]], pool_log: _PoolLog) -> set[str]:
+def _closes(ev: Any) -> bool:
+    return isinstance(ev, DealArrived) or (isinstance(ev, ActivityArrived) and ev.activity.kind in CLOSING_KINDS)
+
+
+def _lead_of(ev: Any) -> str:
+    if isinstance(ev, LeadArrived):
+        return ev.lead.lead_id
+    return ev.deal.lead_id if isinstance(ev, DealArrived) else str(ev.activity.lead_id)
+
+
+@dataclass
+class _Replay:
+    """One pool-log partition replayed: who holds which lead, and how many open leads each rep has."""
+
+    report: Report
+    first: dict[str, AssignmentDecision]
+    checked: set[str]
+    profiles: dict[tuple[str, str], RepUpdated | None] = field(default_factory=dict)
+    open_: Counter[tuple[str, str]] = field(default_factory=Counter)
+    holder: dict[str, tuple[str, str] | None] = field(default_factory=dict)
+    closed: set[str] = field(default_factory=set)
+
+    def release(self, lead_id: str, d: AssignmentDecision, silent: str | None) -> None:
+        """A reassignment's silent holder lets go of the lead."""
+        if lead_id not in self.closed and silent is not None and self.holder.get(lead_id) == (d.pool, silent):
+            self.open_[(d.pool, silent)] -= 1
+            self.holder[lead_id] = None
+
+    def take(self, lead_id: str, d: AssignmentDecision) -> None:
+        """A reassignment's new holder takes the lead."""
+        if lead_id not in self.closed and lead_id in self.checked and d.rep_id is not None:
+            self.open_[(d.pool, d.rep_id)] += 1
+            self.holder[lead_id] = (d.pool, d.rep_id)
+
+    def close(self, lead_id: str) -> None:
+        if lead_id in self.checked and lead_id not in self.closed:
+            self.closed.add(lead_id)
+            held = self.holder.get(lead_id)
+            if held is not None:
+                self.open_[held] -= 1
+
+    def arrive(self, lead_id: str, d: AssignmentDecision) -> None:
+        """The lead's first position in the log: its first decision's rep must be available and not full."""
+        if lead_id in self.checked or d.rep_id is None:
+            return
+        self.checked.add(lead_id)
+        held = (d.pool, d.rep_id)
+        self.holder[lead_id] = held
+        profile = self.profiles.get(held)
+        if not _available(profile, d.pool):
+            self.report.unavailable_assignments.append(f"{lead_id} -> {d.rep_id}")
+        self.open_[held] += 1
+        capacity = _capacity(profile, d.pool)
+        if self.open_[held] > capacity:
+            self.report.capacity_violations.append(
+                f"{lead_id} -> {d.rep_id}: {self.open_[held]} open > capacity {capacity} (pool log replay)"
+            )
+
+    def event(self, ev: Any) -> None:
+        if isinstance(ev, RepChanged):
+            self.profiles[(ev.pool, ev.rep_id)] = ev.profile
+            return
+        if isinstance(ev, ActivityArrived) and not _closes(ev):
+            return
+        lead_id = _lead_of(ev)
+        d = self.first.get(lead_id)
+        if d is None or d.pool != ev.pool:
+            return
+        if _closes(ev):
+            self.close(lead_id)
+        else:
+            self.arrive(lead_id, d)
+
+
+def _replay_pool_log(report: Report, chains: Chains, pool_log: _PoolLog, partitions: int) -> set[str]:
     """Replay each pool's log as the route agent saw it, with the effective decisions: at a lead's first
     position the chosen rep must be in the pool and available (I4) and hold fewer open leads than its
-    capacity then (I2, counted from the decisions and the deals that closed them, not from the
-    worker's tables: a table that lost writes cannot vouch for itself)."""
-    decision = {lead_id: d for lead_id, (_, d) in first.items()}
+    capacity then (I2, counted from the decisions, deals and closing activity, not from the worker's
+    tables: a table that lost writes cannot vouch for itself).
+
+    Follow-up reassignments are not in the pool log: they happen when a timer fires (their decided_at).
+    The replay lets a reassignment release its silent holder at the first event up to ROSTER_SLACK_MS
+    after it and count the new holder only from the first event ROSTER_SLACK_MS after it, so clock
+    overlap can hide an overload but never invent one (each reassignment's own facts are checked too)."""
+    first = {lead_id: chain[0][1] for lead_id, chain in chains.items()}
     checked: set[str] = set()
-    for events in pool_log.partitions.values():
-        profiles: dict[tuple[str, str], RepUpdated | None] = {}
-        open_: Counter[tuple[str, str]] = Counter()
-        closed: set[str] = set()
-        for ev in events:
-            if isinstance(ev, RepChanged):
-                profiles[(ev.pool, ev.rep_id)] = ev.profile
-                continue
-            lead_id = ev.deal.lead_id if isinstance(ev, DealArrived) else ev.lead.lead_id
-            d = decision.get(lead_id)
-            if d is None or d.pool != ev.pool or d.rep_id is None:
-                continue
-            holder = (d.pool, d.rep_id)
-            if isinstance(ev, DealArrived):
-                if lead_id in checked and lead_id not in closed:
-                    closed.add(lead_id)
-                    open_[holder] -= 1
-                continue
-            if lead_id in checked:
-                continue
-            checked.add(lead_id)
-            profile = profiles.get(holder)
-            if not _available(profile, d.pool):
-                report.unavailable_assignments.append(f"{lead_id} -> {d.rep_id}")
-            open_[holder] += 1
-            capacity = _capacity(profile, d.pool)
-            if open_[holder] > capacity:
-                report.capacity_violations.append(
-                    f"{lead_id} -> {d.rep_id}: {open_[holder]} open > capacity {capacity} (pool log replay)"
-                )
+    for partition, events in pool_log.partitions.items():
+        steps = sorted(
+            ((int(d.decided_at.timestamp() * 1000), lead_id, d.attempt), d, prev.rep_id)
+            for lead_id, chain in chains.items()
+            for (_, prev), (_, d) in itertools.pairwise(chain)
+            if home_partition(d.pool, partitions) == partition
+        )
+        releases, takes = deque(steps), deque(steps)
+        replay = _Replay(report, first, checked)
+        for ts, ev in events:
+            while releases and releases[0][0][0] <= ts + ROSTER_SLACK_MS:
+                (_, lead_id, _), d, silent = releases.popleft()
+                replay.release(lead_id, d, silent)
+            while takes and takes[0][0][0] <= ts - ROSTER_SLACK_MS:
+                (_, lead_id, _), d, _ = takes.popleft()
+                replay.take(lead_id, d)
+            replay.event(ev)
     report.checked_in_pool_log = len(checked)
     return checked
 
 
-def _check_capacity(report: Report, first: dict[str, tuple[Any, AssignmentDecision]]) -> None:
-    for lead_id, (_, d) in first.items():
-        chosen = d.explanation.chosen
-        if d.rep_id and chosen and chosen.facts.get("open", 0) >= chosen.facts.get("capacity", float("inf")):
-            report.capacity_violations.append(f"{lead_id} -> {d.rep_id} with {chosen.facts}")
+def _check_capacity(report: Report, chains: Chains) -> None:
+    for lead_id, chain in chains.items():
+        for _, d in chain:
+            chosen = d.explanation.chosen
+            if d.rep_id and chosen and chosen.facts.get("open", 0) >= chosen.facts.get("capacity", float("inf")):
+                report.capacity_violations.append(f"{lead_id} -> {d.rep_id} (attempt {d.attempt}) with {chosen.facts}")
 
 
 def _check_availability(
-    report: Report, first: dict[str, tuple[Any, AssignmentDecision]], roster: list[Any], pool_log: _PoolLog
+    report: Report,
+    first: dict[str, tuple[Any, AssignmentDecision]],
+    chains: Chains,
+    roster: list[Any],
+    pool_log: _PoolLog,
+    partitions: int,
 ) -> None:
-    in_log = _replay_pool_log(report, first, pool_log)
+    in_log = _replay_pool_log(report, chains, pool_log, partitions)
     timeline: dict[str, list[tuple[int, RepUpdated | None]]] = defaultdict(list)
     for r in roster:
         rep_id = r.key.decode() if r.key else None
@@ -304,8 +438,12 @@ def _check_availability(
         except ValidationError:
             continue
         timeline[rep_id].append((r.timestamp, profile))
-    for lead_id, (record, d) in first.items():
-        if not d.rep_id or lead_id in in_log:
+    # First decisions not found in the pool log, and every reassignment (a timer's, not in the pool log),
+    # against the roster topic's timestamps.
+    by_roster = [(lead_id, item) for lead_id, item in first.items() if lead_id not in in_log]
+    by_roster += [(lead_id, item) for lead_id, chain in chains.items() for item in chain[1:]]
+    for lead_id, (record, d) in by_roster:
+        if not d.rep_id:
             continue
         history = sorted(timeline.get(d.rep_id, []), key=lambda x: x[0])
         # The state that was certainly in force: the last change older than the slack.
@@ -318,28 +456,57 @@ def _check_availability(
 
 
 def _check_state(
-    report: Report, first: dict[str, tuple[Any, AssignmentDecision]], deals: list[Any], loads: dict[str, bytes]
+    report: Report, chains: Chains, deals: list[Any], activity: list[Any], loads: dict[str, bytes]
 ) -> None:
+    """Each lead's latest attempt holds one open lead of its rep (every reassignment released the one
+    before), until a deal or a closing activity closes it."""
     expected: Counter[str] = Counter()
     owner: dict[str, str] = {}
-    for lead_id, (_, d) in first.items():
+    for lead_id, chain in chains.items():
+        d = chain[-1][1]
         if d.rep_id:
             key = f"{d.pool}|{d.rep_id}"
             expected[key] += 1
             owner[lead_id] = key
-    closed = set()
+    closing = set()
     for r in deals:
         try:
-            deal = DealClosed.model_validate_json(r.value)
+            closing.add(DealClosed.model_validate_json(r.value).lead_id)
         except (ValidationError, TypeError):
             continue
-        if deal.lead_id in owner and deal.lead_id not in closed:
-            closed.add(deal.lead_id)
-            expected[owner[deal.lead_id]] -= 1
+    for r in activity:
+        try:
+            act = LeadActivity.model_validate_json(r.value)
+        except (ValidationError, TypeError):
+            continue
+        if act.kind in CLOSING_KINDS:
+            closing.add(act.lead_id)
+    for lead_id in closing & set(owner):
+        expected[owner[lead_id]] -= 1
     actual = {key: int(orjson.loads(value).get("open", 0)) for key, value in loads.items()}
     for key in sorted(set(expected) | set(actual)):
         if expected.get(key, 0) != actual.get(key, 0):
             report.state_mismatches.append(f"{key}: table {actual.get(key, 0)} != replay {expected.get(key, 0)}")
+
+
+def _check_claims(report: Report, claims: list[Any], results: list[Any]) -> None:
+    """Every valid claim answered exactly once (a claim whose record is invalid is dead-lettered instead)."""
+    asked: Counter[tuple[str, str]] = Counter()
+    for r in claims:
+        try:
+            c = LeadClaim.model_validate_json(r.value)
+        except (ValidationError, TypeError):
+            continue
+        asked[(c.lead_id, c.claim_id)] += 1
+    answered: Counter[tuple[str, str]] = Counter()
+    for r in results:
+        a = ClaimResult.model_validate_json(r.value)
+        answered[(a.lead_id, a.claim_id)] += 1
+    report.claims_in = sum(asked.values())
+    for lead_id, claim_id in sorted(set(asked) | set(answered)):
+        n, m = asked[(lead_id, claim_id)], answered[(lead_id, claim_id)]
+        if n != m:
+            report.claim_answers.append(f"{lead_id} claim {claim_id}: {n} claim(s), {m} answer(s)")
 
 
 def verify(settings: Settings, *, check_state: bool = True) -> Report:
@@ -352,7 +519,7 @@ def _check_reps_state(report: Report, pool_log: _PoolLog, reps: dict[str, bytes]
     row is the rep as that pool sees it (its `pool_capacity`), built by the same Rep.from_event."""
     expected: dict[str, Rep | None] = {}
     for events in pool_log.partitions.values():
-        for ev in events:
+        for _, ev in events:
             if isinstance(ev, RepChanged):
                 expected[f"{ev.pool}|{ev.rep_id}"] = None if ev.profile is None else Rep.from_event(ev.profile, ev.pool)
     actual = {key: orjson.loads(value) for key, value in reps.items()}

@@ -108,6 +108,9 @@ class Metrics:
     duplicate_leads: Counter
     dead_letters: Counter
     deals: Counter
+    activity: Counter
+    sla_reassignments: Counter
+    claims: Counter
     internal_errors: Counter
     records_read: Counter
     transactions_aborted: Counter
@@ -190,6 +193,24 @@ class Metrics:
                 "leadrelay_deals",
                 "Closed deals applied to pool state, by the variant that assigned the lead",
                 ["pool", "outcome", "variant", "matched"],
+                registry=registry,
+            ),
+            activity=Counter(
+                "leadrelay_activity_records",
+                "Lead activity applied in the pool log, by kind and what it did (touched, closed, not_holder, ignored)",
+                ["kind", "outcome"],
+                registry=registry,
+            ),
+            sla_reassignments=Counter(
+                "leadrelay_sla_reassignments",
+                "Lead timers that fired: follow-up SLA (reassigned, returned_to_pool), claim window (window_assigned)",
+                ["outcome"],
+                registry=registry,
+            ),
+            claims=Counter(
+                "leadrelay_claims",
+                "Claims on open-pool leads answered, by result (claimed, or the reason of the rejection)",
+                ["result"],
                 registry=registry,
             ),
             records_read=Counter(
@@ -298,15 +319,17 @@ class Metrics:
 
     # --- observations from agents -------------------------------------------------------------------
 
-    def record_decision(self, decision: AssignmentDecision, latency_seconds: float) -> None:
-        """A first decision for a lead (not a re-emitted duplicate)."""
+    def record_decision(self, decision: AssignmentDecision, latency_seconds: float | None) -> None:
+        """A first decision for a lead or attempt (not a re-emitted duplicate); a timer's decision has no
+        latency (None)."""
         self.decisions.labels(
             pool=self._pool_label(decision.pool),
             reason=decision.reason,
             strategy=self._limited(self.strategy, "strategy", decision.explanation.strategy),
             variant=self._limited(self.variant, "variant", decision.variant or ""),
         ).inc()
-        self.decision_latency.observe(max(0.0, latency_seconds))
+        if latency_seconds is not None:
+            self.decision_latency.observe(max(0.0, latency_seconds))
 
     def record_aborted(self, stage: str) -> None:
         self.transactions_aborted.labels(stage=stage).inc()
@@ -328,6 +351,18 @@ class Metrics:
             variant=self._limited(self.variant, "variant", variant or ""),
             matched="true" if matched else "false",
         ).inc()
+
+    def record_activity(self, kind: str, outcome: str) -> None:
+        """An activity applied to a lead (kind and outcome are closed sets: bounded labels)."""
+        self.activity.labels(kind=kind, outcome=outcome).inc()
+
+    def record_sla(self, outcome: str) -> None:
+        """A lead's timer fired: `reassigned`, `returned_to_pool` (follow-up SLA), `window_assigned` (claim window)."""
+        self.sla_reassignments.labels(outcome=outcome).inc()
+
+    def record_claim(self, result: str) -> None:
+        """A claim answered (`result` is a ClaimReason: a closed set)."""
+        self.claims.labels(result=result).inc()
 
     def record_dead_letter(self, source: str, reason: str) -> None:
         self.dead_letters.labels(source=source, reason=reason).inc()

@@ -107,6 +107,7 @@ class Harness:
             "pool_events": pool_events_topic(self.settings),
             "lead_events": lead_events_topic(self.settings),
         }
+        self.outputs = {"claim_results": self.settings.topic_claim_results}  # not in sent_total()
         self.offsets: dict[tuple[str, int], int] = {}
         self.log: list[Sent] = []  # everything sent, in order, since the last forget()
         self.tasks: dict[tuple[str, int], Task] = {}
@@ -234,7 +235,7 @@ class Harness:
 
     def sent(self, *names: str) -> list[Sent]:
         """What went to these topics (by their short name: dlq, assignments, pool_events, lead_events)."""
-        topics = {self.topics[n] for n in names}
+        topics = {(self.topics | self.outputs)[n] for n in names}
         return [s for s in self.log if s.topic in topics]
 
     def sent_total(self) -> dict[str, int]:
@@ -253,7 +254,7 @@ class Harness:
 
     def table(self, kind: str) -> dict[str, Any]:
         """One kind of row (`ledger`, `lead-index`, ...) over every partition, keys without the kind."""
-        stage = "leads" if kind in ("lead-index", "parked-deals") else "route"
+        stage = "leads" if kind in ("lead-index", "parked-deals", "parked-activity") else "route"
         prefix = f"{kind}|"
         out = {}
         for partition in range(PARTITIONS):

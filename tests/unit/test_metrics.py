@@ -60,6 +60,8 @@ def exercise(m: Metrics) -> None:
     m.set_policy("dach", "default", 3, ["a", "b"])
     m.set_rep_load("dach", "anna", 2, 5)
     m.set_consumer_lag({("leads.new", 0): 4})
+    m.record_activity("first_contact", "touched")
+    m.record_sla("reassigned")
 
 
 # --- names: promtool lint on the real exposition -------------------------------------------------
@@ -123,6 +125,17 @@ def test_decision_labels_and_latency() -> None:
     assert value(m, "leadrelay_decision_latency_seconds_count") == 2
     assert value(m, "leadrelay_decision_latency_seconds_bucket", le="0.005") == 1
     assert value(m, "leadrelay_decision_latency_seconds_sum") == pytest.approx(0.2)
+
+
+def test_lifecycle_counters_and_a_timers_decision_without_latency() -> None:
+    m = fresh()
+    m.record_activity("disqualified", "closed")
+    m.record_activity("disqualified", "closed")
+    m.record_sla("returned_to_pool")
+    m.record_decision(decision(reason="sent_to_claim_pool"), None)
+    assert value(m, "leadrelay_activity_records_total", kind="disqualified", outcome="closed") == 2
+    assert value(m, "leadrelay_sla_reassignments_total", outcome="returned_to_pool") == 1
+    assert value(m, "leadrelay_decision_latency_seconds_count") == 0, "a timer's decision has no lead latency"
 
 
 def test_counter_pools_past_the_limit_fold_into_other_and_are_counted() -> None:
@@ -230,7 +243,7 @@ def test_no_contact_data_can_become_a_label() -> None:
     labels = {k for metric in m.registry.collect() for s in metric.samples for k in s.labels}
     assert labels <= {
         "pool", "reason", "strategy", "variant", "outcome", "matched", "source", "agent", "rep",
-        "policy_id", "version", "variants", "topic", "partition", "label", "le",
+        "policy_id", "version", "variants", "topic", "partition", "label", "le", "kind",
         "aiokafka", "faust", "python",
     }  # fmt: skip
 

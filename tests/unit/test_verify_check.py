@@ -14,8 +14,18 @@ from typing import Any
 import orjson
 
 from routing.model import Rep
-from schemas.events import AssignmentDecision, Explanation, LeadCreated, RepUpdated, ScoredRep
-from schemas.internal import LeadArrived, RepChanged
+from schemas.events import (
+    AssignmentDecision,
+    ClaimResult,
+    Explanation,
+    LeadActivity,
+    LeadClaim,
+    LeadCreated,
+    RepUpdated,
+    ScoredRep,
+)
+from schemas.internal import ActivityArrived, LeadArrived, Origin, RepChanged
+from streams.kafka.topics import home_partition
 from streams.settings import Settings
 from streams.tools.verify import Report, check
 
@@ -159,3 +169,131 @@ def test_the_reps_table_is_compared_with_the_rep_as_its_pool_sees_it() -> None:
     contents["route"] = records([(b"loads|a|r1", b'{"open": 1}'), (b"reps|a|r1", orjson.dumps(wrong))])
     report = run(contents)
     assert report.state_mismatches == ["reps a|r1: table (10, 'available', True) != pool log (2, 'available', True)"]
+
+
+# --- the lifecycle: reassignments and closing activity (issue 12) -------------------------------------
+
+HOUR_MS = 3_600_000
+
+
+def attempt(d: AssignmentDecision, n: int, rep_id: str | None, held: list[str], at_ms: int) -> AssignmentDecision:
+    """Attempt n of a decision, as a follow-up timer makes it at `at_ms`."""
+    return d.model_copy(
+        update={
+            "attempt": n,
+            "decision_id": f"id-{d.lead_id}#{n}",
+            "rep_id": rep_id,
+            "trigger": "sla_expired",
+            "previous_holders": held,
+            "decided_at": datetime.fromtimestamp(at_ms / 1000, UTC),
+        }
+    )
+
+
+def lifecycle_run(second_to: str = "r2", open_r1: int = 1) -> dict[str, list[Any]]:
+    """r1 and r2 hold one lead each at most. L1 goes to r1; its timer gives it to `second_to` an hour
+    later; L2 arrives two hours later and goes to r1 again (free since the reassignment)."""
+    reps = [RepUpdated(rep_id=r, pools=["a"], capacity=1) for r in ("r1", "r2")]
+    l1, l2 = lead("L1", pool="a"), lead("L2", pool="a")
+    t = Record(0, 0, None, None).timestamp
+    d1 = decision("L1", "a", "r1", capacity=1)
+    d2 = decision("L2", "a", "r1", capacity=1)
+    decisions = [d1, attempt(d1, 2, second_to, ["r1"], t + HOUR_MS), d2]
+    contents = topics([l1, l2], decisions, reps, [])
+    p = home_partition("a", SETTINGS.partitions)
+    log = [*(RepChanged(pool="a", rep_id=r.rep_id, profile=r) for r in reps), arrived(l1, "a"), arrived(l2, "a")]
+    stamps = [t, t, t, t + 2 * HOUR_MS]
+    contents["pool_events"] = [
+        Record(p, i, b"a", ev.model_dump_json().encode(), ts)
+        for i, (ev, ts) in enumerate(zip(log, stamps, strict=True))
+    ]
+    contents["route"] = route_rows(open_r1, 1 if second_to == "r2" else 0)
+    return contents
+
+
+def route_rows(open_r1: int, open_r2: int) -> list[Record]:
+    reps = {
+        f"reps|a|{r}": Rep.from_event(RepUpdated(rep_id=r, pools=["a"], capacity=1), "a").to_dict()
+        for r in ("r1", "r2")
+    }
+    loads = {"loads|a|r1": {"open": open_r1}, "loads|a|r2": {"open": open_r2}}
+    return records((k.encode(), orjson.dumps(v)) for k, v in {**reps, **loads}.items())
+
+
+def test_a_reassignment_releases_its_silent_holder_in_the_replays() -> None:
+    report = run(lifecycle_run())
+    assert report.ok, report.problems()
+    assert report.reassignments == 1 and report.checked_in_pool_log == 2
+
+
+def test_an_attempt_given_to_a_previous_holder_is_reported() -> None:
+    report = run(lifecycle_run(second_to="r1", open_r1=2), state=False)
+    assert report.repeated_holders == ["L1: attempt 2 -> r1, held before: ['r1']"]
+    assert not report.ok
+
+
+def test_loads_that_missed_a_reassignments_release_are_reported() -> None:
+    report = run(lifecycle_run(open_r1=2))
+    assert report.state_mismatches == ["a|r1: table 2 != replay 1"]
+
+
+def with_activity(contents: dict[str, list[Any]], kind: str, *, routed: bool = True) -> dict[str, list[Any]]:
+    """An activity for L2 on leads.activity and (when routed) in pool a's log, after L2."""
+    act = LeadActivity(lead_id="L2", kind=kind, occurred_at=T0)  # type: ignore[arg-type]
+    contents["activity"] = records([(b"L2", act.model_dump_json().encode())])
+    if routed:
+        origin = Origin(topic=SETTINGS.topic_lead_activity, partition=0, offset=0)
+        ev = ActivityArrived(pool="a", activity=act, origin=origin)
+        last = contents["pool_events"][-1]
+        contents["pool_events"].append(
+            Record(last.partition, last.offset + 1, b"a", ev.model_dump_json().encode(), last.timestamp)
+        )
+    return contents
+
+
+def test_a_closing_activity_releases_the_holder_in_the_replay() -> None:
+    contents = with_activity(lifecycle_run(), "duplicate")
+    assert run(contents).state_mismatches == ["a|r1: table 1 != replay 0"]
+    contents["route"] = route_rows(0, 1)
+    assert run(contents).ok
+    touching = with_activity(lifecycle_run(), "first_contact")
+    assert run(touching).ok, "only closing kinds release"
+
+
+def test_activity_neither_routed_nor_dead_lettered_is_a_skipped_offset() -> None:
+    report = run(with_activity(lifecycle_run(), "follow_up", routed=False))
+    assert report.skipped_activity == [f"{SETTINGS.topic_lead_activity}[0]@0"]
+
+
+def test_every_claim_is_answered_exactly_once() -> None:
+    contents = lifecycle_run()
+    claims = [LeadClaim(claim_id=c, lead_id="L9", rep_id="r1", requested_at=T0) for c in ("c1", "c2")]
+    contents["claims"] = records((b"L9", c.model_dump_json().encode()) for c in claims)
+
+    def result(claim_id: str) -> bytes:
+        answer = ClaimResult(
+            claim_id=claim_id,
+            lead_id="L9",
+            rep_id="r1",
+            pool=None,
+            accepted=False,
+            reason="unknown_lead",
+            decision_id=None,
+            attempt=None,
+            answered_at=T0,
+        )
+        return answer.model_dump_json().encode()
+
+    contents["claim_results"] = records([(b"L9", result("c1")), (b"L9", result("c1"))])
+    report = run(contents)
+    assert report.claims_in == 2
+    assert report.claim_answers == ["L9 claim c1: 1 claim(s), 2 answer(s)", "L9 claim c2: 1 claim(s), 0 answer(s)"]
+    contents["claim_results"] = records([(b"L9", result("c1")), (b"L9", result("c2"))])
+    assert run(contents).ok
+
+
+def test_a_previous_holder_claiming_the_lead_back_is_no_repeat() -> None:
+    contents = lifecycle_run(second_to="r1", open_r1=2)
+    d = AssignmentDecision.model_validate_json(contents["decisions"][1].value)
+    contents["decisions"][1].value = d.model_copy(update={"trigger": "claim"}).model_dump_json().encode()
+    assert run(contents, state=False).repeated_holders == []

@@ -1,0 +1,206 @@
+"""The lead's lifecycle on the real broker: activity closes a lead and frees its rep; activity for a lead
+that never comes dead-letters as unknown_lead; follow-up timers reassign exactly once per expiry and
+never to a previous holder, with two workers and rebalances while the timers run."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from schemas.events import AssignmentDecision, ClaimResult, LeadActivity, LeadClaim, LeadCreated, RepUpdated
+from streams.kafka.topics import home_partition
+from streams.tools.verify import verify
+
+pytestmark = pytest.mark.integration
+T0 = datetime.now(UTC).replace(microsecond=0)
+FAST = {"LEADRELAY_HOUSEKEEPING_INTERVAL_SECONDS": "1"}
+
+
+def pools_on_every_partition(partitions: int = 4) -> list[str]:
+    found: dict[int, str] = {}
+    i = 0
+    while len(found) < partitions:
+        found.setdefault(home_partition(f"sla{i}", partitions), f"sla{i}")
+        i += 1
+    return [found[p] for p in sorted(found)]
+
+
+def lead(lead_id: str, pool: str) -> LeadCreated:
+    return LeadCreated(lead_id=lead_id, created_at=T0, pool=pool)
+
+
+def activity(lead_id: str, kind: str, rep_id: str | None = None) -> tuple[bytes, bytes]:
+    record = LeadActivity(lead_id=lead_id, kind=kind, rep_id=rep_id, occurred_at=datetime.now(UTC))  # type: ignore[arg-type]
+    return lead_id.encode(), record.model_dump_json().encode()
+
+
+def policy(**follow_up: Any) -> bytes:
+    return orjson.dumps({"id": "sla", "version": 1, "follow_up": follow_up})
+
+
+def wait_for(check: Any, what: str, timeout: float = 120.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def test_a_closing_activity_closes_the_lead_and_releases_its_reps_load(deployment: Any) -> None:
+    dep = deployment
+    dep.worker()
+    dep.send_roster([RepUpdated(rep_id=r, pools=["p"], capacity=5) for r in ("ann", "bob")])
+    dep.settle(2)
+    dep.send_leads([lead("A1", "p"), lead("A2", "p")])
+    decided = {d.lead_id: d for d in dep.decisions(at_least=2)}
+    holder = decided["A1"].rep_id
+    assert holder is not None
+    touched, closing = activity("A1", "first_contact", holder), activity("A1", "disqualified")
+    dep.send(dep.settings.topic_lead_activity, [touched, closing])
+
+    def closed() -> dict[str, Any] | None:
+        entry = dep.table("ledger").get("p|A1")
+        return entry if entry and entry["status"] == "disqualified" else None
+
+    entry = wait_for(closed, "the lead to close")
+    assert entry["closure"]["holder"] == holder and entry["last_activity"]["kind"] == "disqualified"
+    loads = dep.table("loads")
+    assert loads[f"p|{holder}"]["open"] == 0
+    other = decided["A2"].rep_id
+    assert loads[f"p|{other}"]["open"] == 1, "the other lead still holds its rep"
+    report = verify(dep.settings)
+    assert report.ok, report.problems()
+
+
+def test_activity_for_a_lead_that_never_comes_dead_letters_as_unknown_lead(deployment_factory: Any) -> None:
+    dep = deployment_factory(extra={**FAST, "LEADRELAY_UNKNOWN_LEAD_WAIT_SECONDS": "2"})
+    dep.worker()
+    dep.send(dep.settings.topic_lead_activity, [activity("GHOST-1", "follow_up"), (b"X", b"{not json")])
+    dlq = dep.records(dep.settings.topic_dlq, at_least=2, timeout=90)
+    reasons = {dict(r.headers)["x-leadrelay-reason"].decode(): r for r in dlq}
+    assert set(reasons) == {"unknown_lead", "invalid_json"}
+    ghost = dict(reasons["unknown_lead"].headers)
+    assert ghost["x-leadrelay-source-topic"].decode() == dep.settings.topic_lead_activity
+    assert reasons["unknown_lead"].key == b"GHOST-1"
+    assert orjson.loads(reasons["unknown_lead"].value)["kind"] == "follow_up"
+    assert dep.table("parked-activity") == {}
+    report = verify(dep.settings)
+    assert report.ok, report.problems()
+
+
+def test_sla_expiry_reassigns_exactly_once_never_to_a_previous_holder_across_rebalances(
+    deployment_factory: Any,
+) -> None:
+    """Timers of 10 s, five attempts. Once the first worker has reassigned, a second one joins (a
+    rebalance) and the first leaves (another): later timers fire on the second worker, from the rows
+    the first one committed. Every lead still gets exactly one decision per attempt."""
+    dep = deployment_factory(extra={**FAST, "LEADRELAY_SESSION_TIMEOUT_SECONDS": "6"})
+    pools = pools_on_every_partition(dep.partitions)
+    w1 = dep.worker("w1")
+    dep.send_roster([RepUpdated(rep_id=f"r{i}", pools=pools, capacity=50) for i in range(7)])
+    dep.send(dep.settings.topic_policies, [(p.encode(), policy(within="10s", max_attempts=5)) for p in pools])
+    dep.settle(3)
+    leads = [lead(f"S{p}-{i}", pool) for p, pool in enumerate(pools) for i in range(3)]
+    dep.send_leads(leads)
+    first = dep.decisions(at_least=len(leads))
+    assert {d.attempt for d in first} == {1} and all(d.rep_id for d in first)
+    wait_for(lambda: any(d.attempt == 2 for d in dep.decisions(at_least=1)), "a first reassignment on w1")
+    w2 = dep.worker("w2")  # a rebalance while timers run
+    w1.stop()  # and another: w2 owns every partition from here
+    # every lead: attempts 1-5 with reps, then 6 back to the open pool
+    final = dep.decisions(at_least=6 * len(leads), timeout=300)
+
+    by_lead: dict[str, list[AssignmentDecision]] = defaultdict(list)
+    for d in final:
+        by_lead[d.lead_id].append(d)
+    for lead_id, items in by_lead.items():
+        attempts = sorted(d.attempt for d in items)
+        assert attempts == [1, 2, 3, 4, 5, 6], f"{lead_id}: exactly one decision per attempt, got {attempts}"
+        chain = sorted(items, key=lambda d: d.attempt)
+        assert len({d.decision_id for d in chain}) == 6
+        holders: list[str] = []
+        for d in chain:
+            assert d.rep_id is None or d.rep_id not in holders, f"{lead_id}: attempt {d.attempt} to a previous holder"
+            if d.attempt > 1:
+                assert d.trigger == "sla_expired" and d.previous_holders == holders
+                assert d.decided_at >= chain[d.attempt - 2].decided_at + timedelta(seconds=10)
+            if d.rep_id:
+                holders.append(d.rep_id)
+        assert chain[-1].reason == "sent_to_claim_pool" and chain[-1].rep_id is None
+    assert len(final) == 6 * len(leads), "no decision twice"
+    fired = {name: (dep.root / name / "worker.log").read_text().count("follow-up SLA") for name in ("w1", "w2")}
+    assert fired["w1"] > 0 and fired["w2"] > 0, f"timers fired on both sides of the rebalances: {fired}"
+    assert w2.alive()
+    assert all(v["open"] == 0 for v in dep.table("loads").values()), "every silent holder was released"
+    assert dep.table("sla") == {}
+    report = verify(dep.settings)
+    assert report.ok, report.problems()
+    assert report.reassignments == 5 * len(leads)
+
+
+def test_two_claims_for_one_lead_in_flight_give_one_winner_and_one_rejection(deployment: Any) -> None:
+    dep = deployment
+    dep.worker()
+    dep.send_roster([RepUpdated(rep_id=r, pools=["grab"], capacity=5) for r in ("ann", "bob")])
+    grab = {"id": "grab", "version": 1, "strategies": {"default": {"selector": {"type": "claim_pool"}}}}
+    dep.send(dep.settings.topic_policies, [(b"grab", orjson.dumps(grab))])
+    dep.settle(3)
+    dep.send_leads([lead("G1", "grab")])
+    [first] = dep.decisions(at_least=1)
+    assert first.reason == "sent_to_claim_pool"
+    claims = [
+        LeadClaim(claim_id=f"c-{rep}", lead_id="G1", rep_id=rep, requested_at=datetime.now(UTC))
+        for rep in ("bob", "ann")
+    ]
+    dep.send(dep.settings.topic_claims, [(b"G1", c.model_dump_json().encode()) for c in claims])  # one batch
+    answers = [
+        ClaimResult.model_validate_json(r.value) for r in dep.records(dep.settings.topic_claim_results, at_least=2)
+    ]
+    assert sorted(a.claim_id for a in answers) == ["c-ann", "c-bob"], "each claim answered once"
+    [won] = [a for a in answers if a.accepted]
+    [lost] = [a for a in answers if not a.accepted]
+    assert won.reason == "claimed" and lost.reason == "not_claimable"
+    decisions = dep.decisions(at_least=2)
+    assert [(d.attempt, d.rep_id, d.trigger) for d in sorted(decisions, key=lambda d: d.attempt)] == [
+        (1, None, None),
+        (2, won.rep_id, "claim"),
+    ]
+    assert dep.table("loads")[f"grab|{won.rep_id}"]["open"] == 1
+    report = verify(dep.settings)
+    assert report.ok, report.problems()
+    assert report.claims_in == 2
+
+
+def test_leadrelay_pool_lists_what_is_claimable_and_claim_answers(
+    deployment: Any, monkeypatch: Any, capsys: Any
+) -> None:
+    from streams.tools.cli import main
+
+    dep = deployment
+    for name, value in dep.env.items():
+        monkeypatch.setenv(name, value)
+    dep.worker()
+    dep.send_roster([RepUpdated(rep_id=r, pools=["grab"], capacity=5) for r in ("ann", "bob")])
+    grab = {"id": "grab", "version": 1, "strategies": {"default": {"selector": {"type": "claim_pool"}}}}
+    dep.send(dep.settings.topic_policies, [(b"grab", orjson.dumps(grab))])
+    dep.settle(3)
+    dep.send_leads([lead("G2", "grab")])
+    dep.decisions(at_least=1)
+    wait_for(lambda: dep.table("ledger").get("grab|G2"), "the ledger row")
+    capsys.readouterr()
+    assert main(["pool", "--json"]) == 0
+    [listed] = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (listed["lead_id"], listed["pool"], listed["attempt"]) == ("G2", "grab", 1)
+    assert main(["claim", "G2", "--rep", "ann", "--timeout", "60"]) == 0
+    assert "won (attempt 2)" in capsys.readouterr().out
+    assert main(["claim", "G2", "--rep", "bob", "--timeout", "60"]) == 1
+    assert "refused: not_claimable" in capsys.readouterr().out
+    wait_for(lambda: dep.table("ledger")["grab|G2"]["status"] == "open", "the claim in the table")
+    assert main(["pool", "--json"]) == 0 and capsys.readouterr().out == ""
