@@ -154,10 +154,49 @@ DEALS = ArchivedTopic(
     via_lead=True,
 )
 
-# The archived topics. Activity and claims (the lead lifecycle) join with one entry each, e.g.
-#   ACTIVITY = ArchivedTopic("activity", "topic_activity", Column("activity_id", "text", required=True),
-#                            "occurred_at", (Column("lead_id", "text", required=True), ...), via_lead=True)
-ARCHIVED: tuple[ArchivedTopic, ...] = (DECISIONS, DEALS)
+
+def _activity_id(values: Mapping[str, Any]) -> str:
+    """Activity has no id of its own either: the lead, the moment and the kind name it."""
+    occurred: datetime = values["occurred_at"]
+    return f"{values['lead_id']}@{occurred.isoformat(timespec='microseconds')}@{values['kind']}"
+
+
+ACTIVITY = ArchivedTopic(
+    table="activity",
+    topic_setting="topic_lead_activity",
+    key=Column("activity_id", "text"),
+    time="occurred_at",
+    columns=(
+        Column("lead_id", "text", required=True),
+        Column("kind", "text", required=True),
+        Column("pool", "text"),
+        Column("rep_id", "text"),
+        Column("status", "text"),
+        Column("occurred_at", "time", required=True),
+    ),
+    derive_key=_activity_id,
+    via_lead=True,
+)
+
+# Claims are archived as their answers (leads.claim-results): the claim's fields and what became of it
+# (`reason` is `claimed` for the accepted one).
+CLAIMS = ArchivedTopic(
+    table="claims",
+    topic_setting="topic_claim_results",
+    key=Column("claim_id", "text", required=True),
+    time="answered_at",
+    columns=(
+        Column("lead_id", "text", required=True),
+        Column("rep_id", "text", required=True),
+        Column("pool", "text"),
+        Column("reason", "text"),
+        Column("decision_id", "text"),
+        Column("attempt", "int"),
+        Column("answered_at", "time", required=True),
+    ),
+)
+
+ARCHIVED: tuple[ArchivedTopic, ...] = (DECISIONS, DEALS, ACTIVITY, CLAIMS)
 BY_TABLE: dict[str, ArchivedTopic] = {spec.table: spec for spec in ARCHIVED}
 
 

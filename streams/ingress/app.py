@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from schemas.events import DealClosed, LeadCreated
+from schemas.events import DealClosed, LeadActivity, LeadClaim, LeadCreated
 from streams.codecs import parse
 from streams.errors import InvalidInput, PayloadTooLarge
 from streams.ingress.auth import AuthError, Verifier, load_sources
@@ -58,11 +58,12 @@ class Route:
     key_field: str = "lead_id"
 
 
-# Register, don't branch. /v1/activity gets its line here once schemas/ has the activity contract and
-# the settings its topic; until then it is 404 like any path that is not listed.
+# Register, don't branch: a path that is not listed is 404.
 ROUTES = (
     Route("leads", LeadCreated, lambda s: s.topic_leads_new),
     Route("deals", DealClosed, lambda s: s.topic_deals_closed),
+    Route("activity", LeadActivity, lambda s: s.topic_lead_activity),
+    Route("claims", LeadClaim, lambda s: s.topic_claims),
 )
 
 

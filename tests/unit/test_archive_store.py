@@ -224,3 +224,36 @@ def test_an_empty_export_still_has_its_columns(store: ArchiveStore, tmp_path: Pa
     out = tmp_path / "none.parquet"
     assert export(store, Query(pool="nowhere"), "parquet", str(out)) == 0
     assert pq.read_table(out).num_rows == 0 and "decided_at" in pq.read_table(out).column_names
+
+
+def test_activity_and_claim_answers_are_kept_once_and_found_through_their_lead(history: ArchiveStore) -> None:
+    """The lifecycle's records: activity keyed by lead, time and kind (it has no id), claims by their
+    answer's claim_id; both written twice stay one row, and activity without a pool is found by its lead."""
+    from schemas.events import ClaimResult, LeadActivity
+    from streams.archive.tables import ACTIVITY, CLAIMS
+
+    touch = LeadActivity(lead_id="L2", kind="first_contact", occurred_at=T0 + timedelta(minutes=90))
+    closed = LeadActivity(lead_id="L3", kind="disqualified", rep_id="emma", occurred_at=T0 + timedelta(minutes=200))
+    won = ClaimResult(
+        claim_id="c-1",
+        lead_id="L4",
+        rep_id="anna",
+        pool="dach",
+        accepted=True,
+        reason="claimed",
+        decision_id="d-L4-2",
+        attempt=2,
+        answered_at=T0 + timedelta(minutes=240),
+    )
+    lost = won.model_copy(update={"claim_id": "c-2", "rep_id": "emma", "accepted": False, "reason": "not_claimable"})
+    for _ in range(2):
+        history.upsert(
+            [row_of(ACTIVITY, r) for r in consumed("leads.activity", [touch, closed])]
+            + [row_of(CLAIMS, r) for r in consumed("leads.claim-results", [won, lost])]
+        )
+    assert history.count("activity") == 2 and history.count("claims") == 2
+    at = [n for n, _ in history.columns(ACTIVITY)].index("lead_id")
+    assert [r[at] for r in history.select(ACTIVITY, pool="dach")] == ["L2"]  # through L2's decision
+    assert [r[at] for r in history.select(ACTIVITY, pool="emea")] == ["L3"]
+    reason = [n for n, _ in history.columns(CLAIMS)].index("reason")
+    assert [r[reason] for r in history.select(CLAIMS)] == ["claimed", "not_claimable"]

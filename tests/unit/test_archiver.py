@@ -16,7 +16,16 @@ from prometheus_client import CollectorRegistry, generate_latest
 from streams.archive.archiver import Archiver
 from streams.archive.metrics import ArchiveMetrics
 from streams.archive.store import ArchiveStore, Row
-from streams.archive.tables import ARCHIVED, DEALS, DECISIONS, ArchivedTopic, Column, archived_topics
+from streams.archive.tables import (
+    ACTIVITY,
+    ARCHIVED,
+    CLAIMS,
+    DEALS,
+    DECISIONS,
+    ArchivedTopic,
+    Column,
+    archived_topics,
+)
 from streams.settings import Settings
 from tests.archive_support import Consumed, consumed, make_deal, make_decision
 from tests.deploy.observability import promtool_lint
@@ -165,13 +174,20 @@ def test_archived_topics_follow_the_settings() -> None:
     settings = Settings.from_env(
         {"LEADRELAY_TOPIC_ASSIGNMENTS": "x.decisions", "LEADRELAY_TOPIC_DEALS_CLOSED": "x.deals"}
     )
-    assert archived_topics(settings) == {"x.decisions": DECISIONS, "x.deals": DEALS}
+    assert archived_topics(settings) == {
+        "x.decisions": DECISIONS,
+        "x.deals": DEALS,
+        "leads.activity": ACTIVITY,
+        "leads.claim-results": CLAIMS,
+    }
     # a topic this version has no setting for (yet) is left out; one that exists is one more entry
-    later = ArchivedTopic("activity", "topic_activity", Column("activity_id", "text"), "at", ())
+    later = ArchivedTopic("later", "topic_later", Column("later_id", "text"), "at", ())
     policies = ArchivedTopic("policies", "topic_policies", Column("id", "text"), "at", ())
     assert set(archived_topics(settings, (*ARCHIVED, later, policies))) == {
         "x.decisions",
         "x.deals",
+        "leads.activity",
+        "leads.claim-results",
         "routing.policies",
     }
 

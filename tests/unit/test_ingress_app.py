@@ -121,6 +121,22 @@ def test_a_deal_goes_to_the_deals_topic(tmp_path: Path) -> None:
     run(tmp_path, test)
 
 
+def test_activity_and_claims_go_to_their_topics_keyed_by_lead(tmp_path: Path) -> None:
+    activity = orjson.dumps({"lead_id": "web-1", "kind": "first_contact", "occurred_at": "2026-01-09T00:00:00Z"})
+    claim = orjson.dumps(
+        {"claim_id": "c-1", "lead_id": "web-2", "rep_id": "anna", "requested_at": "2026-01-09T00:00:00Z"}
+    )
+
+    async def test(call: Call, pub: FakePublisher, ingress: Ingress) -> None:
+        assert (await call("/v1/activity", activity))[0] == 202
+        assert (await call("/v1/claims", claim))[0] == 202
+        status, answer, _ = await call("/v1/activity", orjson.dumps({"lead_id": "web-3", "kind": "called"}))
+        assert status == 400 and answer["field"] in ("kind", "occurred_at")
+        assert [(t, k) for t, k, _, _ in pub.sent] == [("leads.activity", b"web-1"), ("leads.claims", b"web-2")]
+
+    run(tmp_path, test)
+
+
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
@@ -279,7 +295,7 @@ def test_batch_limits_are_413(tmp_path: Path) -> None:
 
 def test_unknown_routes_and_types(tmp_path: Path) -> None:
     async def test(call: Call, pub: FakePublisher, ingress: Ingress) -> None:
-        assert (await call("/v1/activity", orjson.dumps(lead())))[0] == 404  # reserved: no activity topic yet
+        assert (await call("/v1/contacts", orjson.dumps(lead())))[0] == 404
         assert (await call("/v1/leads", orjson.dumps(lead()), ctype="text/plain"))[0] == 415
         assert pub.sent == []
 
