@@ -9,8 +9,17 @@ from datetime import UTC, datetime, timedelta
 from pydantic import ValidationError
 
 from agents.ingest_claims import answer
-from routing import claims, fairness, lifecycle, sla
-from routing.ledger import CLAIMABLE, LedgerEntry, assign, close, cursor_after_leaving, expired, with_member
+from routing import claims, fairness, lifecycle, sla, waiting
+from routing.ledger import (
+    CLAIMABLE,
+    WAITING,
+    LedgerEntry,
+    assign,
+    close,
+    cursor_after_leaving,
+    expired,
+    with_member,
+)
 from routing.model import Load, Rep
 from routing.policy import Policy
 from schemas.events import AssignmentDecision, LeadCreated
@@ -34,7 +43,9 @@ from streams.web import logs
 
 log = logging.getLogger("leadrelay.route")
 SWEEP_ROWS = 2000  # ledger rows looked at per housekeeping step and task (~15 ms of the loop)
-FOLLOW_UP, WINDOW = "follow_up", "claim_window"  # the kinds of timer row
+FOLLOW_UP, WINDOW, MAX_WAIT = "follow_up", "claim_window", "max_wait"  # the kinds of timer row
+DRAIN_ROWS = 200  # waiting leads looked at per record that freed capacity at most
+WAIT_GAUGE_ROWS = 10_000  # waiting leads counted for the gauge at most
 FIRE_ROWS = 1000  # follow-up timers fired per housekeeping step and task at most (the rest: next step)
 
 
@@ -57,6 +68,9 @@ def decide_and_record(ctx: Context, cache: PoolCache, ev: LeadArrived, now: date
     frame, policy = cache.frame(ev.pool), cache.policy(ev.pool)
     result = assign(ev.lead, frame, policy, None, now=now)
     decision = result.decision
+    if waiting.waits(decision, policy):
+        result = waiting.start(result, ev.lead, policy, now=now)
+        t.wait[wait_key(ev.pool, result.entry)] = {"since": sla.stamp(now)}
     t.ledger[key(ev.pool, ev.lead.lead_id)] = result.entry.to_dict()
     start_timer(ctx, ev.pool, ev.lead, result.entry)
     if result.load is not None and decision.rep_id is not None:
@@ -85,6 +99,8 @@ def pool_gauges(ctx: Context, cache: PoolCache) -> None:
         m.set_fairness(pool, fairness.gini(frame.value[frame.active]))
         variants = [v.id for v in policy.experiment.variants] if policy.experiment else []
         m.set_policy(pool, policy.id, policy.version, variants)
+        if policy.waiting is not None or ctx.tables.wait.prefixed(pool + waiting.SEP, 1):
+            m.set_waiting(pool, len(ctx.tables.wait.prefixed(pool + waiting.SEP, WAIT_GAUGE_ROWS)))
     cache.touched.clear()
 
 
@@ -93,9 +109,86 @@ def start_timer(ctx: Context, pool: str, lead: LeadCreated, entry: LedgerEntry) 
     claimable lead. A row that sorts by due time, holding the lead (without contact data) for its next
     attempt."""
     if entry.sla_due is not None:
-        kind = WINDOW if entry.status == CLAIMABLE else FOLLOW_UP
+        kind = WINDOW if entry.status == CLAIMABLE else MAX_WAIT if entry.status == WAITING else FOLLOW_UP
         row = {"kind": kind, "lead": lead.model_dump(mode="json"), "rep_id": entry.rep_id, "attempt": entry.attempt}
         ctx.tables.sla[sla.timer_key(entry.sla_due, pool, lead.lead_id)] = row
+
+
+def wait_key(pool: str, entry: LedgerEntry) -> str:
+    """The `wait` row of a waiting entry (the entry keeps the lead, so its order key follows from it)."""
+    assert entry.lead is not None
+    created = datetime.fromisoformat(str(entry.lead["created_at"]))
+    return waiting.wait_key(pool, entry.value, created, str(entry.lead["lead_id"]))
+
+
+def leave_queue(ctx: Context, pool: str, entry: LedgerEntry | None) -> None:
+    """A waiting lead that closed (a deal, a closing activity) leaves the queue."""
+    if entry is not None and entry.status == WAITING and entry.lead is not None:
+        del ctx.tables.wait[wait_key(pool, entry)]
+
+
+async def drain(ctx: Context, cache: PoolCache, pool: str, now: datetime) -> int:
+    """Capacity may have freed in the pool: its waiting leads, in their order, are decided again (attempt
+    n+1, trigger capacity_freed) while any rep has room; one that still fits nobody keeps its place. `now`
+    is the log time of the record that freed capacity. Returns how many were assigned."""
+    t = ctx.tables
+    rows = t.wait.prefixed(pool + waiting.SEP, DRAIN_ROWS)
+    if not rows:
+        return 0
+    frame, policy = cache.frame(pool), cache.policy(pool)
+    assigned = 0
+    for row_key, _ in rows:
+        if not bool((frame.active & (frame.open < frame.capacity)).any()):
+            break  # nobody has room: the rest keep waiting
+        lead_id = waiting.lead_of_key(row_key)
+        stored = t.ledger.get(key(pool, lead_id))
+        entry = LedgerEntry.from_dict(stored) if stored else None
+        if entry is None or entry.status != WAITING or entry.lead is None:
+            del t.wait[row_key]  # left behind
+            continue
+        lead = LeadCreated.model_validate(entry.lead)
+        with logs.bind(lead_id=lead_id, pool=pool):
+            new = waiting.freed(lead, frame, policy, entry, now=now)
+            if new is None:
+                continue
+            del t.wait[row_key]
+            if entry.sla_due is not None:
+                del t.sla[sla.timer_key(entry.sla_due, pool, lead_id)]
+            t.ledger[key(pool, lead_id)] = new.entry.to_dict()
+            start_timer(ctx, pool, lead, new.entry)
+            if new.load is not None and new.decision.rep_id is not None:
+                set_load(ctx, cache, pool, new.decision.rep_id, new.load)
+            if new.state is not None:
+                t.pools[pool] = new.state.to_dict()
+                frame.set_state(new.state)
+            await ctx.topics.assignments.send(key=lead_id.encode(), value=dump(new.decision))
+            ctx.metrics.record_decision(new.decision, None)
+            ctx.metrics.record_waiting(pool, "assigned")
+            log.info(
+                "capacity freed: waiting lead -> %s after %.0fs",
+                new.decision.rep_id,
+                new.entry.waited_seconds or 0.0,
+                extra={"rep_id": new.decision.rep_id, "decision_id": new.decision.decision_id},
+            )
+        assigned += 1
+    cache.touched.add(pool)
+    return assigned
+
+
+async def end_wait(
+    ctx: Context, cache: PoolCache, pool: str, lead: LeadCreated, entry: LedgerEntry, now: datetime
+) -> None:
+    """The lead waited the policy's max_wait: it goes to the open pool (claimable), once."""
+    t = ctx.tables
+    new = waiting.timed_out(lead, cache.frame(pool), cache.policy(pool), entry, now=now)
+    del t.wait[wait_key(pool, entry)]
+    t.ledger[key(pool, lead.lead_id)] = new.entry.to_dict()
+    start_timer(ctx, pool, lead, new.entry)
+    await ctx.topics.assignments.send(key=lead.lead_id.encode(), value=dump(new.decision))
+    ctx.metrics.record_decision(new.decision, None)
+    ctx.metrics.record_waiting(pool, "timed_out")
+    cache.touched.add(pool)
+    log.info("max wait: the lead goes to the open pool after %.0fs", new.entry.waited_seconds or 0.0)
 
 
 def set_load(ctx: Context, cache: PoolCache, pool: str, rep_id: str, load: Load) -> None:
@@ -121,6 +214,8 @@ def on_activity(ctx: Context, cache: PoolCache, ev: ActivityArrived, now: dateti
     if result.outcome == "ignored":
         return
     t.ledger[ledger_key] = result.entry.to_dict()
+    if result.outcome == "closed":
+        leave_queue(ctx, ev.pool, entry)
     if result.stopped is not None:
         del t.sla[sla.timer_key(result.stopped, ev.pool, act.lead_id)]
     if result.released is not None:
@@ -143,6 +238,11 @@ async def fire_timers(ctx: Context, cache: PoolCache, now: datetime) -> None:
         del t.sla[timer]
         stored = t.ledger.get(key(pool, lead_id))
         entry = LedgerEntry.from_dict(stored) if stored else None
+        if row.get("kind") == MAX_WAIT:
+            if entry is not None and entry.status == WAITING and entry.sla_due == due:
+                with logs.bind(lead_id=lead_id, pool=pool):
+                    await end_wait(ctx, cache, pool, LeadCreated.model_validate(row["lead"]), entry, now)
+            continue
         if row.get("kind") == WINDOW:
             if entry is not None and entry.status == CLAIMABLE and entry.sla_due == due:
                 with logs.bind(lead_id=lead_id, pool=pool):
@@ -156,6 +256,7 @@ async def fire_timers(ctx: Context, cache: PoolCache, now: datetime) -> None:
             continue
         with logs.bind(lead_id=lead_id, pool=pool):
             await reassign(ctx, cache, pool, LeadCreated.model_validate(row["lead"]), entry, now)
+        await drain(ctx, cache, pool, now)  # the silent holder's load was released
 
 
 async def close_window(
@@ -279,6 +380,7 @@ def on_deal(ctx: Context, cache: PoolCache, ev: DealArrived, now: datetime) -> N
     frame = cache.cached(ev.pool)
     if result.entry is not None:
         t.ledger[ledger_key] = result.entry.to_dict()
+        leave_queue(ctx, ev.pool, entry)  # a max_wait timer is left behind, dropped when due
     if result.released is not None:
         rep_id, new_load = result.released
         t.loads[key(ev.pool, rep_id)] = new_load.to_dict()
@@ -355,15 +457,19 @@ async def handle_event(ctx: Context, cache: PoolCache, event: Event) -> None:
             await on_lead(ctx, cache, ev, now)
     elif isinstance(ev, RepChanged):
         on_rep(ctx, cache, ev)
+        await drain(ctx, cache, ev.pool, now)  # a new rep, or more capacity
     elif isinstance(ev, DealArrived):
         on_deal(ctx, cache, ev, now)
+        await drain(ctx, cache, ev.pool, now)
     elif isinstance(ev, ActivityArrived):
         with logs.bind(lead_id=ev.activity.lead_id, pool=ev.pool):
             on_activity(ctx, cache, ev, now)
+        await drain(ctx, cache, ev.pool, now)
     elif isinstance(ev, ClaimArrived):
         with logs.bind(lead_id=ev.claim.lead_id, pool=ev.pool):
             await on_claim(ctx, cache, ev, now)
     elif isinstance(ev, PolicyChanged):
         on_policy(ctx, cache, ev)
+        await drain(ctx, cache, ev.pool, now)
     else:  # a 0.1 worker's housekeeping request (schemas/internal.py)
         on_expire(ctx, ev.pool, ev.lead_ids, now)

@@ -14,7 +14,7 @@ from routing.model import Load, PoolState
 from routing.policy import Policy, duration_seconds
 from schemas.events import AssignmentDecision, DealClosed, LeadCreated
 
-OPEN, UNASSIGNED, CLAIMABLE = "open", "unassigned", "claimable"
+OPEN, UNASSIGNED, CLAIMABLE, WAITING = "open", "unassigned", "claimable", "waiting"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +23,7 @@ class LedgerEntry:
     and the lead's features (never its contact data) so the outcome can teach the model."""
 
     decision: Mapping[str, Any]
-    status: str  # open | unassigned | claimable | won | lost
+    status: str  # open | unassigned | claimable | waiting | won | lost | (closing activity kinds)
     rep_id: str | None
     value: float = 0.0
     closed_at: str | None = None  # the deal's own closed_at (event time)
@@ -39,7 +39,8 @@ class LedgerEntry:
     last_activity: Mapping[str, Any] | None = None  # kind, rep_id, occurred_at of the last activity
     closure: Mapping[str, Any] | None = None  # a close without a deal: reason, by, rep_id, at, summary
     claimed: bool = False  # the holder claimed it from the open pool (counts against its holding limit)
-    lead: Mapping[str, Any] | None = None  # the lead (no contact data) while claimable: a claim decides on it
+    lead: Mapping[str, Any] | None = None  # the lead (no contact data) while claimable or waiting: decided on later
+    waited_seconds: float | None = None  # how long the lead waited for capacity before this attempt
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LedgerEntry:
@@ -59,6 +60,7 @@ class LedgerEntry:
             data.get("closure"),
             bool(data.get("claimed", False)),
             data.get("lead"),
+            data.get("waited_seconds"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,6 +80,7 @@ class LedgerEntry:
             **({"closure": dict(self.closure)} if self.closure is not None else {}),
             **({"claimed": True} if self.claimed else {}),
             **({"lead": dict(self.lead)} if self.lead is not None else {}),
+            **({"waited_seconds": self.waited_seconds} if self.waited_seconds is not None else {}),
         }
 
     @property
@@ -86,7 +89,7 @@ class LedgerEntry:
 
     @property
     def closed(self) -> bool:
-        return self.status not in (OPEN, UNASSIGNED, CLAIMABLE)
+        return self.status not in (OPEN, UNASSIGNED, CLAIMABLE, WAITING)
 
 
 @dataclass(frozen=True, slots=True)

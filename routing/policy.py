@@ -266,6 +266,15 @@ class Claims(_Model):
     )
 
 
+class Waiting(_Model):
+    """Waiting for capacity (docs/lifecycle.md): a lead nobody could take because every rep that would
+    qualify is full waits in its pool, highest value (or score) first, then oldest, until capacity frees."""
+
+    max_wait: Duration | None = Field(
+        None, description="Waiting this long, the lead goes to the open pool (claimable); null = no limit"
+    )
+
+
 class Policy(_Model):
     id: Name = "default"
     version: Annotated[int, Field(ge=1)] = 1
@@ -289,6 +298,7 @@ class Policy(_Model):
     bounds: Bounds | None = Field(None, description="fairness bounds on argmax selection")
     follow_up: FollowUp | None = Field(None, description="follow-up SLA: reassign leads nobody touched")
     claims: Claims = Field(default_factory=Claims)
+    waiting: Waiting | None = Field(None, description="leads everyone was too full for wait for capacity; None = off")
 
     @model_validator(mode="after")
     def _strategies_exist(self) -> Policy:

@@ -82,6 +82,11 @@ class View:
         rows = list(islice(((k[n:], v) for k, v in self.overlay.items(self.prefix, start)), limit))
         return rows, (rows[-1][0] if len(rows) == limit else None)
 
+    def prefixed(self, sub: str, limit: int) -> list[tuple[str, Any]]:
+        """Up to `limit` rows whose key (within the kind) starts with `sub`, in key order."""
+        n = len(self.prefix)
+        return list(islice(((k[n:], v) for k, v in self.overlay.items(self.prefix + sub)), limit))
+
     def sweep(self, limit: int) -> list[tuple[str, Any]]:
         """The next `limit` rows of a sweep that wraps around: housekeeping looks at a bounded number of
         rows per step, so it never stalls the loop however large the table grows."""

@@ -24,6 +24,7 @@ ROUTE_KINDS = {
     "models": "Learned conversion model per pool and rep",
     "pools": "Members, rotation state and totals per pool",
     "policies": "Running policy per pool",
+    "wait": "Leads waiting for capacity, keyed <pool>|<order>|<lead> so they scan in the order they are taken",
     "sla": "Follow-up timers, keyed <due>|<pool>|<lead> so they scan in due order (the lead, for its next attempt)",
 }
 MATCH_KINDS = {

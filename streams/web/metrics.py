@@ -111,6 +111,9 @@ class Metrics:
     activity: Counter
     sla_reassignments: Counter
     claims: Counter
+    waiting: Gauge
+    waiting_assigned: Counter
+    waiting_timeouts: Counter
     internal_errors: Counter
     records_read: Counter
     transactions_aborted: Counter
@@ -205,6 +208,21 @@ class Metrics:
                 "leadrelay_sla_reassignments",
                 "Lead timers that fired: follow-up SLA (reassigned, returned_to_pool), claim window (window_assigned)",
                 ["outcome"],
+                registry=registry,
+            ),
+            waiting=Gauge(
+                "leadrelay_waiting_leads", "Leads waiting for capacity, per pool", ["pool"], registry=registry
+            ),
+            waiting_assigned=Counter(
+                "leadrelay_waiting_assigned",
+                "Waiting leads assigned when capacity freed, per pool",
+                ["pool"],
+                registry=registry,
+            ),
+            waiting_timeouts=Counter(
+                "leadrelay_waiting_timeouts",
+                "Waiting leads sent to the open pool after the policy's max_wait, per pool",
+                ["pool"],
                 registry=registry,
             ),
             claims=Counter(
@@ -369,6 +387,17 @@ class Metrics:
 
     def record_internal_error(self, agent: str) -> None:
         self.internal_errors.labels(agent=agent).inc()
+
+    def set_waiting(self, pool: str, n: int) -> None:
+        """Leads waiting for capacity in the pool."""
+        label = self._pool_gauge_label(pool)
+        if label is not None:
+            self.waiting.labels(pool=label).set(n)
+
+    def record_waiting(self, pool: str, outcome: str) -> None:
+        """A waiting lead left the queue: `assigned` (capacity freed) or `timed_out` (max_wait)."""
+        counter = self.waiting_assigned if outcome == "assigned" else self.waiting_timeouts
+        counter.labels(pool=self._pool_label(pool)).inc()
 
     def record_release(self, pool: str) -> None:
         """A closed deal freed one open lead (the next decision re-sets the exact pool totals)."""
