@@ -325,6 +325,7 @@ class _Replay:
     open_: Counter[tuple[str, str]] = field(default_factory=Counter)
     holder: dict[str, tuple[str, str] | None] = field(default_factory=dict)
     closed: set[str] = field(default_factory=set)
+    waiting: set[str] = field(default_factory=set)  # seen in the log without a rep: a later attempt may take it
 
     def release(self, lead_id: str, d: AssignmentDecision, silent: str | None) -> None:
         """A reassignment's silent holder lets go of the lead."""
@@ -333,12 +334,19 @@ class _Replay:
             self.holder[lead_id] = None
 
     def take(self, lead_id: str, d: AssignmentDecision) -> None:
-        """A reassignment's new holder takes the lead."""
+        """A reassignment's new holder takes the lead (also a lead that had no holder yet: capacity freed,
+        a claim, a claim window)."""
+        if lead_id in self.waiting and lead_id not in self.closed:
+            self.waiting.discard(lead_id)
+            self.checked.add(lead_id)
         if lead_id not in self.closed and lead_id in self.checked and d.rep_id is not None:
             self.open_[(d.pool, d.rep_id)] += 1
             self.holder[lead_id] = (d.pool, d.rep_id)
 
     def close(self, lead_id: str) -> None:
+        if lead_id in self.waiting:
+            self.waiting.discard(lead_id)
+            self.closed.add(lead_id)
         if lead_id in self.checked and lead_id not in self.closed:
             self.closed.add(lead_id)
             held = self.holder.get(lead_id)
@@ -347,7 +355,10 @@ class _Replay:
 
     def arrive(self, lead_id: str, d: AssignmentDecision) -> None:
         """The lead's first position in the log: its first decision's rep must be available and not full."""
-        if lead_id in self.checked or d.rep_id is None:
+        if lead_id in self.checked:
+            return
+        if d.rep_id is None:
+            self.waiting.add(lead_id)
             return
         self.checked.add(lead_id)
         held = (d.pool, d.rep_id)

@@ -17,6 +17,7 @@ from routing.model import Rep
 from schemas.events import (
     AssignmentDecision,
     ClaimResult,
+    DealClosed,
     Explanation,
     LeadActivity,
     LeadClaim,
@@ -24,7 +25,7 @@ from schemas.events import (
     RepUpdated,
     ScoredRep,
 )
-from schemas.internal import ActivityArrived, LeadArrived, Origin, RepChanged
+from schemas.internal import ActivityArrived, DealArrived, LeadArrived, Origin, RepChanged
 from streams.kafka.topics import home_partition
 from streams.settings import Settings
 from streams.tools.verify import Report, check
@@ -297,3 +298,56 @@ def test_a_previous_holder_claiming_the_lead_back_is_no_repeat() -> None:
     d = AssignmentDecision.model_validate_json(contents["decisions"][1].value)
     contents["decisions"][1].value = d.model_copy(update={"trigger": "claim"}).model_dump_json().encode()
     assert run(contents, state=False).repeated_holders == []
+
+
+def waiting_run(third_open: int | None = None) -> dict[str, list[Any]]:
+    """r1 holds one lead at most. L1 goes to r1; L2 waits (nobody had room); a deal for L1 an hour later
+    frees r1 and L2 takes it (attempt 2, capacity_freed). With `third_open`, L3 arrives two hours later and
+    is given to r1 as well, its own facts forged to `third_open` open."""
+    r1 = RepUpdated(rep_id="r1", pools=["a"], capacity=1)
+    l1, l2, l3 = lead("L1", pool="a"), lead("L2", pool="a"), lead("L3", pool="a")
+    t = Record(0, 0, None, None).timestamp
+    d1 = decision("L1", "a", "r1", capacity=1)
+    w = decision("L2", "a", "r1", capacity=1).model_copy(
+        update={
+            "rep_id": None,
+            "reason": "no_eligible_rep",
+            "explanation": Explanation(strategy="default", summary="x"),
+        }
+    )
+    freed = attempt(w, 2, "r1", [], t + HOUR_MS).model_copy(
+        update={"trigger": "capacity_freed", "previous_holders": None}
+    )
+    decisions = [d1, w, freed]
+    leads = [l1, l2]
+    log: list[Any] = [RepChanged(pool="a", rep_id="r1", profile=r1), arrived(l1, "a"), arrived(l2, "a")]
+    stamps = [t, t, t]
+    closed = DealClosed(lead_id="L1", outcome="lost", closed_at=T0)
+    contents = topics([], [], [r1], [])
+    contents["deals"] = records([(b"L1", closed.model_dump_json().encode())])
+    origin = Origin(topic=SETTINGS.topic_deals_closed, partition=0, offset=0)
+    log.append(DealArrived(pool="a", deal=closed, origin=origin))
+    stamps.append(t + HOUR_MS)
+    if third_open is not None:
+        leads.append(l3)
+        decisions.append(decision("L3", "a", "r1", open_=third_open, capacity=1))
+        log.append(arrived(l3, "a"))
+        stamps.append(t + 2 * HOUR_MS)
+    fresh = topics(leads, decisions, [r1], [])
+    contents |= {"leads": fresh["leads"], "decisions": fresh["decisions"]}
+    p = home_partition("a", SETTINGS.partitions)
+    contents["pool_events"] = [
+        Record(p, i, b"a", ev.model_dump_json().encode(), ts)
+        for i, (ev, ts) in enumerate(zip(log, stamps, strict=True))
+    ]
+    reps = {"reps|a|r1": Rep.from_event(r1, "a").to_dict(), "loads|a|r1": {"open": 1 if third_open is None else 2}}
+    contents["route"] = records((k.encode(), orjson.dumps(v)) for k, v in reps.items())
+    return contents
+
+
+def test_a_waiting_lead_taken_when_capacity_freed_counts_in_the_replay() -> None:
+    report = run(waiting_run())
+    assert report.ok, report.problems()
+    assert report.reassignments == 1
+    overrun = run(waiting_run(third_open=0), state=False)
+    assert overrun.capacity_violations == ["L3 -> r1: 2 open > capacity 1 (pool log replay)"]
