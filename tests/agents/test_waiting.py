@@ -55,6 +55,7 @@ async def test_waiting_leads_are_assigned_in_order_as_deals_free_capacity(h: Har
         assert (d["reason"], d["rep_id"]) == ("no_eligible_rep", None)
         assert ledger(h, lid)["status"] == "waiting"
     assert queue(h) == ["big", "small-old", "small-new"], "value first, then age"
+    assert h.metrics.waiting.labels(pool=POOL)._value.get() == 3
     assert "contact" not in str(h.table("wait")) and "contact" not in str(ledger(h, "big")["lead"])
     freed = []
     for i, holder in enumerate(["lead-a", "lead-b", "big"], start=1):
@@ -70,6 +71,7 @@ async def test_waiting_leads_are_assigned_in_order_as_deals_free_capacity(h: Har
         assert any(f"waited {600 * i}s" in n for n in d["explanation"]["notes"])
     assert freed == ["big", "small-old", "small-new"]
     assert queue(h) == []
+    assert h.metrics.waiting.labels(pool=POOL)._value.get() == 0
     assert h.metrics.waiting_assigned.labels(pool=POOL)._value.get() == 3
 
 

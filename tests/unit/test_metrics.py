@@ -62,6 +62,9 @@ def exercise(m: Metrics) -> None:
     m.set_consumer_lag({("leads.new", 0): 4})
     m.record_activity("first_contact", "touched")
     m.record_sla("reassigned")
+    m.set_waiting("dach", 2)
+    m.record_waiting("dach", "assigned")
+    m.record_waiting("dach", "timed_out")
 
 
 # --- names: promtool lint on the real exposition -------------------------------------------------
@@ -136,6 +139,20 @@ def test_lifecycle_counters_and_a_timers_decision_without_latency() -> None:
     assert value(m, "leadrelay_activity_records_total", kind="disqualified", outcome="closed") == 2
     assert value(m, "leadrelay_sla_reassignments_total", outcome="returned_to_pool") == 1
     assert value(m, "leadrelay_decision_latency_seconds_count") == 0, "a timer's decision has no lead latency"
+
+
+def test_waiting_metrics_per_pool_with_bounded_labels() -> None:
+    m = fresh(max_pools=1)
+    m.set_waiting("p1", 3)
+    m.record_waiting("p1", "assigned")
+    m.record_waiting("p1", "timed_out")
+    m.record_waiting("p2", "assigned")
+    m.set_waiting("p2", 5)  # past the limit: a gauge is dropped, not folded
+    assert value(m, "leadrelay_waiting_leads", pool="p1") == 3
+    assert value(m, "leadrelay_waiting_assigned_total", pool="p1") == 1
+    assert value(m, "leadrelay_waiting_timeouts_total", pool="p1") == 1
+    assert value(m, "leadrelay_waiting_assigned_total", pool="_other") == 1
+    assert [s["pool"] for s in series(m, "leadrelay_waiting_leads")] == ["p1"]
 
 
 def test_counter_pools_past_the_limit_fold_into_other_and_are_counted() -> None:
