@@ -12,7 +12,15 @@ from typing import Any
 import orjson
 import pytest
 
-from schemas.events import AssignmentDecision, ClaimResult, LeadActivity, LeadClaim, LeadCreated, RepUpdated
+from schemas.events import (
+    AssignmentDecision,
+    ClaimResult,
+    DealClosed,
+    LeadActivity,
+    LeadClaim,
+    LeadCreated,
+    RepUpdated,
+)
 from streams.kafka.topics import home_partition
 from streams.tools.verify import verify
 
@@ -204,3 +212,39 @@ def test_leadrelay_pool_lists_what_is_claimable_and_claim_answers(
     assert "refused: not_claimable" in capsys.readouterr().out
     wait_for(lambda: dep.table("ledger")["grab|G2"]["status"] == "open", "the claim in the table")
     assert main(["pool", "--json"]) == 0 and capsys.readouterr().out == ""
+
+
+def test_a_full_pools_waiting_leads_are_assigned_in_order_as_deals_free_capacity(deployment: Any) -> None:
+    """Two reps with room for one lead each; three more leads wait (highest value first, then the oldest)
+    and each deal that frees a rep gives it the next one, as attempt 2 with trigger capacity_freed."""
+    dep = deployment
+    dep.worker()
+    dep.send_roster([RepUpdated(rep_id=r, pools=["w"], capacity=1) for r in ("ann", "bob")])
+    dep.send(dep.settings.topic_policies, [(b"w", orjson.dumps({"id": "wait", "version": 1, "waiting": {}}))])
+    dep.settle(2)
+    dep.send_leads([lead("F1", "w"), lead("F2", "w")])
+    dep.decisions(at_least=2)
+    waiting = [
+        LeadCreated(lead_id="small-old", created_at=T0 - timedelta(hours=2), pool="w", estimated_value=100),
+        LeadCreated(lead_id="big", created_at=T0, pool="w", estimated_value=9000),
+        LeadCreated(lead_id="small-new", created_at=T0, pool="w", estimated_value=100),
+    ]
+    dep.send_leads(waiting)
+    first = dep.decisions(at_least=5)
+    reasons = {d.lead_id: d.reason for d in first}
+    assert [reasons[x.lead_id] for x in waiting] == ["no_eligible_rep"] * 3
+    wait_for(lambda: len(dep.table("wait")) == 3, "three waiting rows")
+    taken: list[str] = []
+    for n, holder in enumerate(["F1", "F2", "big"], start=1):
+        dep.send_deals([DealClosed(lead_id=holder, outcome="lost", closed_at=datetime.now(UTC))])
+        later = [d for d in dep.decisions(at_least=5 + n, timeout=90) if d.attempt == 2]
+        assert len(later) == n, f"one waiting lead per freed rep, got {[d.lead_id for d in later]}"
+        d = next(d for d in later if d.lead_id not in taken)
+        assert d.trigger == "capacity_freed" and d.rep_id is not None
+        assert any("waited" in note for note in d.explanation.notes)
+        taken.append(d.lead_id)
+    assert taken == ["big", "small-old", "small-new"]
+    wait_for(lambda: dep.table("wait") == {}, "an empty queue")
+    dep.settle(2)
+    report = verify(dep.settings)
+    assert report.ok, report.problems()
