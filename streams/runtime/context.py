@@ -85,7 +85,7 @@ class View:
     def prefixed(self, sub: str, limit: int) -> list[tuple[str, Any]]:
         """Up to `limit` rows whose key (within the kind) starts with `sub`, in key order."""
         n = len(self.prefix)
-        return list(islice(((k[n:], v) for k, v in self.overlay.items(self.prefix + sub)), limit))
+        return [(k[n:], v) for k, v in self.overlay.ordered(self.prefix + sub, limit)]
 
     def sweep(self, limit: int) -> list[tuple[str, Any]]:
         """The next `limit` rows of a sweep that wraps around: housekeeping looks at a bounded number of

@@ -13,6 +13,7 @@ the changelog once, with its last value.
 
 from __future__ import annotations
 
+import heapq
 import shutil
 import time
 from collections.abc import Iterator, Mapping
@@ -145,6 +146,20 @@ class Overlay:
             fresh = key not in seen and (after is None or key > after)
             if key.startswith(prefix) and fresh and value is not DELETED:
                 yield key, value
+
+    def ordered(self, prefix: str, limit: int) -> list[tuple[str, Any]]:
+        """Up to `limit` rows whose key starts with `prefix`, in key order over committed rows and this
+        batch's own writes together (items() yields the batch's new rows after the committed ones)."""
+        pending = sorted((k, v) for k, v in self._writes.items() if k.startswith(prefix))
+        committed = ((k, v) for k, v in self.store.items(prefix) if k not in self._writes)
+        out: list[tuple[str, Any]] = []
+        for k, v in heapq.merge(committed, pending, key=lambda kv: kv[0]):
+            if v is DELETED:
+                continue
+            out.append((k, v))
+            if len(out) == limit:
+                break
+        return out
 
     def changes(self) -> dict[str, bytes | None]:
         return {k: None if v is DELETED else orjson.dumps(v) for k, v in self._writes.items()}

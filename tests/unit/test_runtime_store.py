@@ -126,3 +126,16 @@ def test_a_store_knows_how_old_its_rows_are_and_can_be_destroyed(tmp_path: Path)
     assert list(store.items()) == [("k", 1)], "bookkeeping keys are not rows"
     store.destroy()
     assert not (tmp_path / "s").exists()
+
+
+def test_ordered_reads_committed_rows_and_the_batchs_writes_in_one_key_order(tmp_path: Path) -> None:
+    store = PartitionStore(tmp_path / "s")
+    store.apply({"wait|p|2": b"2", "wait|p|4": b"4", "wait|p|6": b"6", "wait|q|1": b"1"}, 1)
+    batch = Overlay(store)
+    batch.set("wait|p|5", 5)
+    batch.set("wait|p|1", 1)
+    batch.set("wait|p|4", 44)  # rewritten in the batch
+    batch.delete("wait|p|2")
+    assert batch.ordered("wait|p|", 10) == [("wait|p|1", 1), ("wait|p|4", 44), ("wait|p|5", 5), ("wait|p|6", 6)]
+    assert batch.ordered("wait|p|", 2) == [("wait|p|1", 1), ("wait|p|4", 44)]
+    assert batch.ordered("wait|r|", 5) == []
