@@ -88,11 +88,12 @@ def freed(lead: LeadCreated, frame: PoolFrame, policy: Policy, entry: LedgerEntr
 
 
 def timed_out(lead: LeadCreated, frame: PoolFrame, policy: Policy, entry: LedgerEntry, *, now: datetime) -> Assigned:
-    """The lead waited the policy's `max_wait`: it goes to the open pool (claimable) as attempt n+1."""
-    assert policy.waiting is not None
+    """The lead waited the policy's `max_wait`: it goes to the open pool (claimable) as attempt n+1. The
+    limit it started waiting under holds even if the pool's policy changed since."""
     waited = max(0.0, (now - since(entry)).total_seconds())
     old = AssignmentDecision.model_validate(entry.decision)
-    limit = policy.waiting.max_wait
+    limit = policy.waiting.max_wait if policy.waiting is not None else None
+    limit = limit or f"the one it started waiting under (due {entry.sla_due})"
     summary = f"sent to the open pool: waited {waited:.0f}s for capacity, the policy's max_wait is {limit}"
     attempt = entry.attempt + 1
     d = old.model_copy(

@@ -115,3 +115,12 @@ def test_max_wait_sends_the_lead_to_the_open_pool() -> None:
     assert out.entry.status == CLAIMABLE and out.entry.lead is not None
     assert out.entry.sla_due == sla.stamp(at + timedelta(minutes=30)), "the claim window starts"
     assert out.entry.waited_seconds == 7203.0 and out.load is None
+
+
+def test_a_max_wait_that_fires_after_the_policy_dropped_waiting_still_ends_the_wait() -> None:
+    frame = full_pool()
+    entry = waiting_entry(frame, make_policy(**WAIT))
+    out = timed_out(make_lead(), frame, make_policy(), entry, now=NOW + timedelta(hours=2))
+    d = out.decision
+    assert (d.reason, d.trigger, out.entry.status) == ("sent_to_claim_pool", "max_wait", CLAIMABLE)
+    assert entry.sla_due is not None and entry.sla_due in out.decision.explanation.summary
