@@ -115,3 +115,26 @@ async def test_a_new_rep_takes_waiting_leads_and_without_the_option_nothing_wait
     await h.route(policy_changed(POOL, policy(version=3)))
     await decide(h, "lead-x")
     assert ledger(h, "lead-x")["status"] == "unassigned" and queue(h) == []
+
+
+async def test_a_follow_up_sla_that_releases_its_silent_rep_gives_it_the_waiting_lead(h: Harness) -> None:
+    await h.route(policy_changed(POOL, policy(waiting={"max_wait": "3h"}, follow_up={"within": "1h"})))
+    for r in "ab":
+        await h.route(rep_changed(POOL, f"rep-{r}", capacity=1))
+    silent = (await decide(h, "lead-a"))["rep_id"]
+    await decide(h, "lead-b")
+    await decide(h, "lead-w")
+    assert queue(h) == ["lead-w"]
+    partition = h.pool_partition(POOL)
+    fired = NOW + timedelta(hours=1, seconds=1)
+    out = [s.json() for s in await h.housekeep("route", partition, fired)]
+    by_lead = {d["lead_id"]: d for d in out}
+    assert by_lead["lead-a"]["reason"] == "sent_to_claim_pool", "nobody else had room"
+    w = by_lead["lead-w"]
+    assert (w["rep_id"], w["trigger"], w["attempt"]) == (silent, "capacity_freed", 2)
+    assert datetime.fromisoformat(w["decided_at"]) == fired
+    assert queue(h) == [] and ledger(h, "lead-w")["waited_seconds"] == 3601.0
+    follow_up = sla.timer_key(ledger(h, "lead-w")["sla_due"], POOL, "lead-w")
+    assert [k for k in h.table("sla") if k.endswith("|lead-w")] == [follow_up], "its max_wait timer is gone"
+    later = [s.json() for s in await h.housekeep("route", partition, NOW + timedelta(hours=4))]
+    assert "max_wait" not in [d["trigger"] for d in later]
