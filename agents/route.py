@@ -13,6 +13,7 @@ from routing import claims, fairness, lifecycle, sla, waiting
 from routing.ledger import (
     CLAIMABLE,
     WAITING,
+    Assigned,
     LedgerEntry,
     assign,
     close,
@@ -154,15 +155,7 @@ async def drain(ctx: Context, cache: PoolCache, pool: str, now: datetime) -> int
             del t.wait[row_key]
             if entry.sla_due is not None:
                 del t.sla[sla.timer_key(entry.sla_due, pool, lead_id)]
-            t.ledger[key(pool, lead_id)] = new.entry.to_dict()
-            start_timer(ctx, pool, lead, new.entry)
-            if new.load is not None and new.decision.rep_id is not None:
-                set_load(ctx, cache, pool, new.decision.rep_id, new.load)
-            if new.state is not None:
-                t.pools[pool] = new.state.to_dict()
-                frame.set_state(new.state)
-            await ctx.topics.assignments.send(key=lead_id.encode(), value=dump(new.decision))
-            ctx.metrics.record_decision(new.decision, None)
+            await take_effect(ctx, cache, pool, lead, new)
             ctx.metrics.record_waiting(pool, "assigned")
             log.info(
                 "capacity freed: waiting lead -> %s after %.0fs",
@@ -182,12 +175,8 @@ async def end_wait(
     t = ctx.tables
     new = waiting.timed_out(lead, cache.frame(pool), cache.policy(pool), entry, now=now)
     del t.wait[wait_key(pool, entry)]
-    t.ledger[key(pool, lead.lead_id)] = new.entry.to_dict()
-    start_timer(ctx, pool, lead, new.entry)
-    await ctx.topics.assignments.send(key=lead.lead_id.encode(), value=dump(new.decision))
-    ctx.metrics.record_decision(new.decision, None)
+    await take_effect(ctx, cache, pool, lead, new)
     ctx.metrics.record_waiting(pool, "timed_out")
-    cache.touched.add(pool)
     log.info("max wait: the lead goes to the open pool after %.0fs", new.entry.waited_seconds or 0.0)
 
 
@@ -198,6 +187,22 @@ def set_load(ctx: Context, cache: PoolCache, pool: str, rep_id: str, load: Load)
         frame.set_load(rep_id, load)
         if rep_id in frame.index:
             ctx.metrics.set_rep_load(pool, rep_id, load.open, frame.limit(rep_id))
+
+
+async def take_effect(ctx: Context, cache: PoolCache, pool: str, lead: LeadCreated, new: Assigned) -> None:
+    """A later attempt's decision (SLA, claim, claim window, capacity freed, max wait): its ledger entry and
+    timer, the new holder's load, the pool's state, the decision out; the pool's gauges after the batch."""
+    t = ctx.tables
+    t.ledger[key(pool, lead.lead_id)] = new.entry.to_dict()
+    start_timer(ctx, pool, lead, new.entry)
+    if new.load is not None and new.decision.rep_id is not None:
+        set_load(ctx, cache, pool, new.decision.rep_id, new.load)
+    if new.state is not None:
+        t.pools[pool] = new.state.to_dict()
+        cache.frame(pool).set_state(new.state)
+    await ctx.topics.assignments.send(key=lead.lead_id.encode(), value=dump(new.decision))
+    ctx.metrics.record_decision(new.decision, None)
+    cache.touched.add(pool)
 
 
 def on_activity(ctx: Context, cache: PoolCache, ev: ActivityArrived, now: datetime) -> None:
@@ -270,15 +275,7 @@ async def close_window(
         t.ledger[key(pool, lead.lead_id)] = replace(entry, sla_due=None).to_dict()
         log.info("claim window closed, nobody eligible: the lead stays in the open pool")
         return
-    t.ledger[key(pool, lead.lead_id)] = new.entry.to_dict()
-    start_timer(ctx, pool, lead, new.entry)
-    if new.load is not None and new.decision.rep_id is not None:
-        set_load(ctx, cache, pool, new.decision.rep_id, new.load)
-    if new.state is not None:
-        t.pools[pool] = new.state.to_dict()
-        frame.set_state(new.state)
-    await ctx.topics.assignments.send(key=lead.lead_id.encode(), value=dump(new.decision))
-    ctx.metrics.record_decision(new.decision, None)
+    await take_effect(ctx, cache, pool, lead, new)
     ctx.metrics.record_sla("window_assigned")
 
 
@@ -293,17 +290,8 @@ async def reassign(
     new = result.assigned
     set_load(ctx, cache, pool, *result.released)
     m.record_release(pool)
-    t.ledger[key(pool, lead.lead_id)] = new.entry.to_dict()
-    start_timer(ctx, pool, lead, new.entry)
-    if new.load is not None and new.decision.rep_id is not None:
-        set_load(ctx, cache, pool, new.decision.rep_id, new.load)
-    if new.state is not None:
-        t.pools[pool] = new.state.to_dict()
-        frame.set_state(new.state)
-    await ctx.topics.assignments.send(key=lead.lead_id.encode(), value=dump(new.decision))
-    m.record_decision(new.decision, None)
+    await take_effect(ctx, cache, pool, lead, new)
     m.record_sla(result.outcome)
-    m.set_pool_state(pool, open_leads=int(frame.open.sum()), capacity=frame.total_capacity())
     log.info(
         "follow-up SLA: %s -> %s (attempt %d)",
         entry.rep_id,
@@ -331,16 +319,7 @@ async def on_claim(ctx: Context, cache: PoolCache, ev: ClaimArrived, now: dateti
     result = claims.claim(lead, frame, policy, entry, c.rep_id, load, now=now)
     new = result.assigned
     if new is not None:
-        t.ledger[key(ev.pool, c.lead_id)] = new.entry.to_dict()
-        start_timer(ctx, ev.pool, lead, new.entry)
-        if new.load is not None:
-            set_load(ctx, cache, ev.pool, c.rep_id, new.load)
-        if new.state is not None:
-            t.pools[ev.pool] = new.state.to_dict()
-            frame.set_state(new.state)
-        await ctx.topics.assignments.send(key=c.lead_id.encode(), value=dump(new.decision))
-        ctx.metrics.record_decision(new.decision, None)
-        ctx.metrics.set_pool_state(ev.pool, open_leads=int(frame.open.sum()), capacity=frame.total_capacity())
+        await take_effect(ctx, cache, ev.pool, lead, new)
     await answer(ctx, c, ev.pool, result.reason, result.detail, now, new.decision if new else None)
 
 

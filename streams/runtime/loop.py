@@ -87,7 +87,7 @@ class Stage:
     table: str | None = None  # changelog `<app_id>-<table>-changelog`, partition = task partition
     housekeeping: Housekeeper | None = None  # runs in the task's own transaction, every interval
     on_reset: Callable[[], None] | None = None  # drop in-memory caches derived from the table
-    # After a batch's records (before housekeeping), with the task's context and partition: work a batch
+    # After a batch's records and housekeeping, with the task's context and partition: work a batch
     # needs once rather than per record, such as gauges derived from state the records changed.
     after_batch: Callable[[Any, int], None] | None = None
 
@@ -320,14 +320,14 @@ class Runtime:
                 batch.offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
                 if self.on_record is not None:
                     self.on_record(record.topic)
-            if task.stage.after_batch is not None:
+            if now is not None and task.stage.housekeeping is not None:
+                await task.stage.housekeeping(task.ctx, now)
+            if task.stage.after_batch is not None:  # after housekeeping too: its timers decide as well
                 self._current = (task.stage.topics[0], task.partition)  # what metrics note as the owner
                 try:
                     task.stage.after_batch(task.ctx, task.partition)
                 finally:
                     self._current = None
-            if now is not None and task.stage.housekeeping is not None:
-                await task.stage.housekeeping(task.ctx, now)
             batch.changes = task.overlay.changes() if task.overlay is not None else {}
             batch.changelog = self.changelog(task.stage.table) if task.stage.table else None
             for key, value in batch.changes.items():

@@ -165,6 +165,8 @@ class Harness:
         task = self.task(stage, partition)
         assert task.stage.housekeeping is not None
         await task.stage.housekeeping(task.ctx, now)
+        if task.stage.after_batch is not None:
+            task.stage.after_batch(task.ctx, partition)
         return self.commit(task)
 
     async def housekeep_everywhere(self, now: datetime) -> list[Sent]:

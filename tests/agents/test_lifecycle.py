@@ -176,6 +176,8 @@ async def test_after_max_attempts_the_lead_returns_to_the_open_pool(h: Harness) 
     assert len(d["previous_holders"]) == 2 and ledger(h)["status"] == "claimable"
     assert timers(h) == [] and sum(loads(h).values()) == 0
     assert h.metrics.sla_reassignments.labels(outcome="returned_to_pool")._value.get() == 1
+    # the pool's gauge follows the timers' decisions too (set after housekeeping, not only after records)
+    assert h.registry.get_sample_value("leadrelay_open_leads", {"pool": POOL}) == 0
 
 
 async def test_a_deal_stops_the_timer_in_effect(h: Harness) -> None:
