@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from agents import ingest_activity, ingest_claims, ingest_deals, ingest_leads
 from schemas.internal import (
@@ -37,13 +38,14 @@ from streams.codecs import dump, parse_internal
 from streams.errors import UnknownLead
 from streams.kafka.topics import home_partition, lead_events_topic
 from streams.runtime.boundary import send_dead_letter
-from streams.runtime.context import Context
+from streams.runtime.context import Context, View
 from streams.runtime.loop import Event
 from streams.settings import Settings
 from streams.web import logs
 
 log = logging.getLogger("leadrelay.match_deals")
 MAX_PARKED = 10
+P = TypeVar("P", DealUnrouted, ActivityUnrouted)  # what waits for its lead's decision
 SWEEP_ROWS = 2000  # index rows looked at per housekeeping step and task
 
 
@@ -203,19 +205,23 @@ async def on_activity(ctx: Context, ev: ActivityUnrouted, now: datetime) -> None
     t.parked_activity[lead_id] = parked
 
 
-async def give_up_waiting_activity(ctx: Context, lead_id: str, now: datetime) -> None:
-    """Activity parked for this lead past its wait is dead-lettered as unknown_lead."""
-    t = ctx.tables
+def past_wait(ctx: Context, view: View, model: type[P], lead_id: str, now: datetime) -> list[P]:
+    """The records parked under this lead whose wait ran out, in order; they leave the table, the rest stay."""
     wait = timedelta(seconds=ctx.settings.unknown_lead_wait_seconds)
-    parked = [ActivityUnrouted.model_validate(p) for p in t.parked_activity.get(lead_id) or []]
+    parked = [model.model_validate(p) for p in view.get(lead_id) or []]
     keep = [p for p in parked if p.first_seen_at + wait >= now]
     if len(keep) == len(parked):
-        return
+        return []
     if keep:
-        t.parked_activity[lead_id] = [p.model_dump(mode="json") for p in keep]
+        view[lead_id] = [p.model_dump(mode="json") for p in keep]
     else:
-        del t.parked_activity[lead_id]
-    for act in (p for p in parked if p.first_seen_at + wait < now):
+        del view[lead_id]
+    return [p for p in parked if p.first_seen_at + wait < now]
+
+
+async def give_up_waiting_activity(ctx: Context, lead_id: str, now: datetime) -> None:
+    """Activity parked for this lead past its wait is dead-lettered as unknown_lead."""
+    for act in past_wait(ctx, ctx.tables.parked_activity, ActivityUnrouted, lead_id, now):
         await give_up_activity(ctx, act, UnknownLead("no decision for this lead within the wait", field="lead_id"))
 
 
@@ -232,17 +238,7 @@ async def on_claim(ctx: Context, ev: ClaimUnrouted, now: datetime) -> None:
 
 async def give_up_waiting(ctx: Context, lead_id: str, now: datetime) -> None:
     """The deals parked for this lead past their wait leave: to their named pool, or dead-lettered."""
-    t = ctx.tables
-    wait = timedelta(seconds=ctx.settings.unknown_lead_wait_seconds)
-    parked = [DealUnrouted.model_validate(p) for p in t.parked_deals.get(lead_id) or []]
-    keep = [p for p in parked if p.first_seen_at + wait >= now]
-    if len(keep) == len(parked):
-        return
-    if keep:
-        t.parked_deals[lead_id] = [p.model_dump(mode="json") for p in keep]
-    else:
-        del t.parked_deals[lead_id]
-    for deal in (p for p in parked if p.first_seen_at + wait < now):
+    for deal in past_wait(ctx, ctx.tables.parked_deals, DealUnrouted, lead_id, now):
         await give_up(ctx, deal, lead_id, UnknownLead("no decision for this lead within the wait", field="lead_id"))
 
 

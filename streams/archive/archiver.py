@@ -29,8 +29,7 @@ from streams.archive.metrics import ArchiveMetrics
 from streams.archive.store import ArchiveStore, Row, redact
 from streams.archive.tables import ArchivedTopic, InvalidRecord, archived_topics
 from streams.kafka.admin import ensure_topics
-from streams.kafka.clients import READ_COMMITTED
-from streams.kafka.security import client_kwargs
+from streams.kafka.clients import committing_reader
 from streams.settings import Settings
 from streams.tools.supervise import run_until_signalled
 from streams.web.logs import worker_logging
@@ -198,15 +197,7 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
             return
         if settings.create_topics:
             await ensure_topics(settings)
-        consumer = AIOKafkaConsumer(
-            **client_kwargs(settings),
-            group_id=settings.archive_group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level=READ_COMMITTED,
-            max_poll_interval_ms=int(settings.max_poll_interval_seconds * 1000),
-            session_timeout_ms=int(settings.session_timeout_seconds * 1000),
-        )
+        consumer = committing_reader(settings, settings.archive_group_id)
         await consumer.start()
         archiver = Archiver(settings, store, consumer, metrics, topics)
         archiver.healthy = True

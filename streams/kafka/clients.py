@@ -21,6 +21,20 @@ from streams.settings import Settings
 READ_COMMITTED = "read_committed"
 
 
+def committing_reader(settings: Settings, group_id: str) -> AIOKafkaConsumer:
+    """A consumer in its own group that reads committed records from the oldest on and commits its offsets
+    itself, only once what it read has been dealt with (the CRM sink, the archive)."""
+    return AIOKafkaConsumer(
+        **client_kwargs(settings),
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level=READ_COMMITTED,
+        max_poll_interval_ms=int(settings.max_poll_interval_seconds * 1000),
+        session_timeout_ms=int(settings.session_timeout_seconds * 1000),
+    )
+
+
 async def produce(
     settings: Settings, topic: str, records: Iterable[tuple[bytes | None, bytes | None]], *, rate: float = 0
 ) -> int:

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from streams.kafka.admin import ensure_topics
-from streams.kafka.clients import READ_COMMITTED
+from streams.kafka.clients import committing_reader
 from streams.kafka.security import client_kwargs
 from streams.settings import Settings, SettingsError
 from streams.sink.delivery import Deliverer, Outcome, target_of
@@ -177,15 +177,7 @@ async def serve(settings: Settings, stop: asyncio.Event, registry: CollectorRegi
     mapping = IdMapping.load(settings.sink_owner_map_file, settings.sink_record_map_file)
     if settings.create_topics:
         await ensure_topics(settings)
-    consumer = AIOKafkaConsumer(
-        **client_kwargs(settings),
-        group_id=settings.sink_group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level=READ_COMMITTED,
-        max_poll_interval_ms=int(settings.max_poll_interval_seconds * 1000),
-        session_timeout_ms=int(settings.session_timeout_seconds * 1000),
-    )
+    consumer = committing_reader(settings, settings.sink_group_id)
     producer = AIOKafkaProducer(**client_kwargs(settings), acks="all", enable_idempotence=True)
     ready = asyncio.Event()
     runner = await _internal_server(settings, metrics, ready)
