@@ -108,10 +108,20 @@ class ArchivedTopic:
         return values
 
 
-def _deal_id(values: Mapping[str, Any]) -> str:
-    """A deal has no id of its own: the lead and the moment it closed name it (a resent deal is the same)."""
-    closed: datetime = values["closed_at"]
-    return f"{values['lead_id']}@{closed.isoformat(timespec='microseconds')}"
+def _named_by(*names: str) -> Callable[[Mapping[str, Any]], str]:
+    """A key for a record without an id of its own: its values joined by '@' (times to the microsecond),
+    so the same record read twice is the same row."""
+
+    def key(values: Mapping[str, Any]) -> str:
+        parts = (
+            v.isoformat(timespec="microseconds") if isinstance(v, datetime) else str(v) for v in map(values.get, names)
+        )
+        return "@".join(parts)
+
+    return key
+
+
+_deal_id = _named_by("lead_id", "closed_at")  # a deal: its lead and the moment it closed (a resent deal is the same)
 
 
 DECISIONS = ArchivedTopic(
@@ -155,10 +165,7 @@ DEALS = ArchivedTopic(
 )
 
 
-def _activity_id(values: Mapping[str, Any]) -> str:
-    """Activity has no id of its own either: the lead, the moment and the kind name it."""
-    occurred: datetime = values["occurred_at"]
-    return f"{values['lead_id']}@{occurred.isoformat(timespec='microseconds')}@{values['kind']}"
+_activity_id = _named_by("lead_id", "occurred_at", "kind")
 
 
 ACTIVITY = ArchivedTopic(
