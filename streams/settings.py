@@ -155,7 +155,7 @@ class Settings(BaseModel):
     # Routing
     default_pool: PoolId = Field("default", description="Pool of leads that no explicit pool or rule places")
     territory_rules: list[TerritoryRule] = Field(
-        default_factory=list, description="Ordered pool rules (JSON list); first match wins"
+        default_factory=list, description="Ordered pool rules (JSON list; `pool` or a weighted `split`); first match wins"
     )
     default_policy_file: Path | None = Field(
         None, description="YAML/JSON policy for pools without one of their own (built-in: least loaded)"
