@@ -1,10 +1,10 @@
-"""ingest_leads: validate a raw lead and resolve its pool (the leads stage then pins it, match_deals)."""
+"""ingest_leads: validate a raw lead (new or updated) and resolve its pool (the leads stage pins it)."""
 
 from __future__ import annotations
 
 from routing.territory import resolve_pool
 from schemas.events import LeadCreated
-from schemas.internal import LeadArrived, Origin
+from schemas.internal import LeadArrived, LeadUpdated, Origin
 from streams.codecs import parse
 from streams.runtime.boundary import kafka_time
 from streams.runtime.loop import Event
@@ -20,3 +20,10 @@ def arrived(settings: Settings, event: Event) -> LeadArrived:
     lead = parse(LeadCreated, event.value, max_bytes=settings.max_payload_bytes)
     pool, _ = resolve_pool(lead, settings.territory_rules, settings.default_pool)
     return LeadArrived(pool=pool, lead=lead, received_at=kafka_time(event), origin=origin_of(event))
+
+
+def updated(settings: Settings, event: Event) -> LeadUpdated:
+    """A new version of a lead (leads.updated): validated like a new lead, its pool resolved by the same
+    rules. `pool` stays the resolved pool until the leads stage reads the index (match_deals.on_update)."""
+    new = arrived(settings, event)
+    return LeadUpdated(pool=new.pool, to_pool=new.pool, lead=new.lead, received_at=new.received_at, origin=new.origin)

@@ -275,6 +275,18 @@ class Waiting(_Model):
     )
 
 
+class Updates(_Model):
+    """Lead updates (docs/lifecycle.md): what an open lead must still satisfy to keep its holder when a new
+    version of it arrives and it stays in this pool."""
+
+    holder_must_fit: bool = Field(
+        True,
+        description="The holder must still pass the strategy's structural checks for the new version (value"
+        " tier's allowed rep tiers, must-have tags; the strategy's fallbacks count); otherwise the lead is"
+        " released and decided again. false: an open lead always keeps its holder",
+    )
+
+
 class Policy(_Model):
     id: Name = "default"
     version: Annotated[int, Field(ge=1)] = 1
@@ -299,6 +311,7 @@ class Policy(_Model):
     follow_up: FollowUp | None = Field(None, description="follow-up SLA: reassign leads nobody touched")
     claims: Claims = Field(default_factory=Claims)
     waiting: Waiting | None = Field(None, description="leads everyone was too full for wait for capacity; None = off")
+    updates: Updates = Field(default_factory=Updates)
 
     @model_validator(mode="after")
     def _strategies_exist(self) -> Policy:

@@ -27,6 +27,25 @@ class LeadArrived(_Internal):
     lead: LeadCreated  # contact is excluded from dumps, so it never reaches this topic
     received_at: EventTime
     origin: Origin | None = None
+    # A lead moved here from another pool by an update (docs/lifecycle.md): it is decided as this attempt,
+    # its previous holders excluded; absent on a lead's first arrival.
+    attempt: Annotated[int, Field(ge=2)] | None = None
+    previous_holders: Annotated[list[Id], Field(max_length=64)] = Field(default_factory=list)
+    trigger: Literal["moved"] | None = None
+    moved_from: PoolId | None = None
+
+
+class LeadUpdated(_Internal):
+    """A new version of a lead the index knows (`leads.updated`). In the pool log of the pool that holds it
+    (`pool`), which keeps it or moves it to `to_pool` (the pool the territory rules give the new version).
+    On the lead-events topic, before the index is read, `pool` is the resolved pool too."""
+
+    kind: Literal["update"] = "update"
+    pool: PoolId
+    to_pool: PoolId
+    lead: LeadCreated  # contact excluded from dumps, as in LeadArrived
+    received_at: EventTime
+    origin: Origin | None = None
 
 
 class RepChanged(_Internal):
@@ -79,14 +98,22 @@ class LedgerExpired(_Internal):
 
 
 PoolEvent = Annotated[
-    LeadArrived | RepChanged | DealArrived | ActivityArrived | ClaimArrived | PolicyChanged | LedgerExpired,
+    LeadArrived
+    | LeadUpdated
+    | RepChanged
+    | DealArrived
+    | ActivityArrived
+    | ClaimArrived
+    | PolicyChanged
+    | LedgerExpired,
     Field(discriminator="kind"),
 ]
 POOL_EVENT = TypeAdapter(PoolEvent)
 
 
 class LeadIndexed(_Internal):
-    """A decision's owner, so deals that name only a lead_id can find their pool."""
+    """A lead's pool (and owner), so deals that name only a lead_id can find their pool: written by 0.1
+    workers after a decision, and by `route` when an update moved the lead to another pool."""
 
     kind: Literal["indexed"] = "indexed"
     lead_id: Id
@@ -136,7 +163,14 @@ class IndexExpired(_Internal):
 
 
 LeadEvent = Annotated[
-    LeadArrived | LeadIndexed | DealUnrouted | ActivityUnrouted | ClaimUnrouted | PendingExpired | IndexExpired,
+    LeadArrived
+    | LeadUpdated
+    | LeadIndexed
+    | DealUnrouted
+    | ActivityUnrouted
+    | ClaimUnrouted
+    | PendingExpired
+    | IndexExpired,
     Field(discriminator="kind"),
 ]
 LEAD_EVENT = TypeAdapter(LeadEvent)

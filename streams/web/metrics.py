@@ -110,6 +110,7 @@ class Metrics:
     deals: Counter
     activity: Counter
     sla_reassignments: Counter
+    lead_updates: Counter
     claims: Counter
     waiting: Gauge
     waiting_assigned: Counter
@@ -207,6 +208,13 @@ class Metrics:
             sla_reassignments=Counter(
                 "leadrelay_sla_reassignments",
                 "Lead timers that fired: follow-up SLA (reassigned, returned_to_pool), claim window (window_assigned)",
+                ["outcome"],
+                registry=registry,
+            ),
+            lead_updates=Counter(
+                "leadrelay_lead_updates",
+                "Lead updates applied in the pool log, by what they did (kept, moved, redecided, requeued,"
+                " stored, forwarded, ignored)",
                 ["outcome"],
                 registry=registry,
             ),
@@ -377,6 +385,10 @@ class Metrics:
     def record_sla(self, outcome: str) -> None:
         """A lead's timer fired: `reassigned`, `returned_to_pool` (follow-up SLA), `window_assigned` (claim window)."""
         self.sla_reassignments.labels(outcome=outcome).inc()
+
+    def record_update(self, outcome: str) -> None:
+        """A lead update applied in the pool log (`outcome` is a closed set, routing/updates.OUTCOMES)."""
+        self.lead_updates.labels(outcome=outcome).inc()
 
     def record_claim(self, result: str) -> None:
         """A claim answered (`result` is a ClaimReason: a closed set)."""
