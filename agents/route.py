@@ -223,6 +223,8 @@ async def on_update(ctx: Context, cache: PoolCache, ev: LeadUpdated, now: dateti
     entry = LedgerEntry.from_dict(stored)
     load = Load.from_dict(t.loads.get(key(ev.pool, entry.rep_id))) if entry.rep_id else None
     u = updates.apply(lead, ev.to_pool, cache.frame(ev.pool), cache.policy(ev.pool), entry, load, now=now)
+    if u.outcome == "forwarded":  # not reached: follow_move sent the update after its lead already
+        return
     ctx.metrics.record_update(u.outcome)
     if u.outcome == "ignored":
         return
