@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, TypeAdapter, model_serializer
 
 from schemas.events import DealClosed, EventTime, Id, LeadActivity, LeadClaim, LeadCreated, PoolId, RepUpdated
 
@@ -33,6 +33,19 @@ class LeadArrived(_Internal):
     previous_holders: Annotated[list[Id], Field(max_length=64)] = Field(default_factory=list)
     trigger: Literal["moved"] | None = None
     moved_from: PoolId | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_move(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A first arrival is written as before the move fields existed, so a worker of the version before
+        (extra="forbid") still reads it during a rolling upgrade; only a moved lead carries them."""
+        data: dict[str, Any] = handler(self)
+        for name in _MOVE_FIELDS:
+            if not data.get(name):
+                data.pop(name, None)
+        return data
+
+
+_MOVE_FIELDS = ("attempt", "previous_holders", "trigger", "moved_from")
 
 
 class LeadUpdated(_Internal):
