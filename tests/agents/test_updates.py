@@ -255,3 +255,25 @@ async def test_a_waiting_lead_keeps_waiting_under_its_new_order_or_is_decided(h:
     d = decisions(h)[-1]
     assert (d["rep_id"], d["attempt"], d["trigger"]) == ("rep-a", 2, "capacity_freed")
     assert h.table("wait") == {}
+
+
+async def test_a_split_rule_keeps_an_updated_lead_in_its_pool(tmp_path: Any) -> None:
+    """Territory rules may split a region between pools by weight; an update that still matches the rule
+    resolves to the same pool (a hash of the lead id), so its holder keeps it."""
+    rules = [{"name": "emea", "split": {A: 1, B: 1}, "match": {"region": ["EMEA"]}}]
+    h = Harness(tmp_path, territory_rules=rules)
+    try:
+        await pools(h)
+        for i in range(6):
+            await h.lead(raw(lead(lead_id=f"lead-{i}", region="EMEA")), f"lead-{i}".encode())
+        first = {i: decisions(h, f"lead-{i}")[-1] for i in range(6)}
+        assert {d["pool"] for d in first.values()} == {A, B}, "both pools get leads"
+        for i in range(6):
+            await update(h, f"lead-{i}", region="EMEA", estimated_value=5.0 + i, industry="retail")
+        assert all(decisions(h, f"lead-{i}")[-1] == first[i] for i in range(6)), "no lead moved"
+        assert updates(h, "kept") == 6
+        await update(h, "lead-0", region="APAC")  # the rule no longer matches: the default pool
+        d = decisions(h, "lead-0")[-1]
+        assert (d["pool"], d["attempt"], d["trigger"]) == (h.settings.default_pool, 2, "moved")
+    finally:
+        h.close()
