@@ -277,3 +277,25 @@ async def test_a_split_rule_keeps_an_updated_lead_in_its_pool(tmp_path: Any) -> 
         assert (d["pool"], d["attempt"], d["trigger"]) == (h.settings.default_pool, 2, "moved")
     finally:
         h.close()
+
+
+async def test_a_lead_moved_to_a_full_pool_waits_there(h: Harness) -> None:
+    await pools(h)
+    await h.route(policy_changed(B, policy(waiting={})), pool=B)
+    for r in "xyz":
+        await h.route(rep_changed(B, f"rep-{r}", capacity=0), pool=B)
+    first = await decide(h)
+    await update(h, pool=B)
+    d = decisions(h)[-1]
+    assert (d["pool"], d["attempt"], d["reason"], d["trigger"]) == (B, 2, "no_eligible_rep", "moved")
+    [queued] = h.table("wait")
+    assert ledger(h, B)["status"] == "waiting" and queued.startswith(f"{B}|")
+    assert loads(h)[f"{A}|{first['rep_id']}"] == 0
+    await h.route(rep_changed(B, "rep-x", capacity=1), pool=B)  # capacity frees: attempt 3, still not rep-a
+    d = decisions(h)[-1]
+    assert (d["rep_id"], d["attempt"], d["trigger"], d["previous_holders"]) == (
+        "rep-x",
+        3,
+        "capacity_freed",
+        [first["rep_id"]],
+    )
