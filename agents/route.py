@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 from pydantic import ValidationError
 
 from agents.ingest_claims import answer
-from routing import claims, fairness, lifecycle, sla, waiting
+from routing import availability, claims, fairness, lifecycle, sla, waiting
 from routing.ledger import (
     CLAIMABLE,
+    OPEN,
     WAITING,
     Assigned,
     LedgerEntry,
@@ -39,7 +40,7 @@ from streams.runtime.boundary import kafka_time
 from streams.runtime.context import Context
 from streams.runtime.loop import Event
 from streams.runtime.poolcache import PoolCache
-from streams.runtime.tables import key
+from streams.runtime.tables import SEP, key
 from streams.web import logs
 
 log = logging.getLogger("leadrelay.route")
@@ -48,6 +49,7 @@ FOLLOW_UP, WINDOW, MAX_WAIT = "follow_up", "claim_window", "max_wait"  # the kin
 DRAIN_ROWS = 200  # waiting leads looked at per record that freed capacity at most
 WAIT_GAUGE_ROWS = 10_000  # waiting leads counted for the gauge at most
 FIRE_ROWS = 1000  # follow-up timers fired per housekeeping step and task at most (the rest: next step)
+HAND_BACK_ROWS = 100_000  # open leads of one rep looked at per roster change (a rep's capacity at most)
 
 
 async def on_lead(ctx: Context, cache: PoolCache, ev: LeadArrived, now: datetime) -> AssignmentDecision:
@@ -73,6 +75,7 @@ def decide_and_record(ctx: Context, cache: PoolCache, ev: LeadArrived, now: date
         result = waiting.start(result, ev.lead, policy, now=now)
         t.wait[wait_key(ev.pool, result.entry)] = {"since": sla.stamp(now)}
     t.ledger[key(ev.pool, ev.lead.lead_id)] = result.entry.to_dict()
+    track(ctx, ev.pool, ev.lead, None, result.entry)
     start_timer(ctx, ev.pool, ev.lead, result.entry)
     if result.load is not None and decision.rep_id is not None:
         t.loads[key(ev.pool, decision.rep_id)] = result.load.to_dict()
@@ -103,6 +106,25 @@ def pool_gauges(ctx: Context, cache: PoolCache) -> None:
         if policy.waiting is not None or ctx.tables.wait.prefixed(pool + waiting.SEP, 1):
             m.set_waiting(pool, len(ctx.tables.wait.prefixed(pool + waiting.SEP, WAIT_GAUGE_ROWS)))
     cache.touched.clear()
+
+
+def holder(entry: LedgerEntry | None) -> str | None:
+    return entry.rep_id if entry is not None and entry.status == OPEN else None
+
+
+def track(ctx: Context, pool: str, lead: LeadCreated | str, before: LedgerEntry | None, after: LedgerEntry) -> None:
+    """The `held` row of the lead's holder follows the ledger: a new holder gets one (with the lead, without
+    contact data, so a hand-back can decide it again), a holder that let go loses it. Written with every
+    ledger change of holder, in the same transaction."""
+    old, new = holder(before), holder(after)
+    if old == new:
+        return
+    lead_id = lead if isinstance(lead, str) else lead.lead_id
+    if old is not None:
+        del ctx.tables.held[key(pool, old, lead_id)]
+    if new is not None:
+        assert not isinstance(lead, str), "a new holder needs the lead"
+        ctx.tables.held[key(pool, new, lead_id)] = {"lead": lead.model_dump(mode="json")}
 
 
 def start_timer(ctx: Context, pool: str, lead: LeadCreated, entry: LedgerEntry) -> None:
@@ -155,7 +177,7 @@ async def drain(ctx: Context, cache: PoolCache, pool: str, now: datetime) -> int
             del t.wait[row_key]
             if entry.sla_due is not None:
                 del t.sla[sla.timer_key(entry.sla_due, pool, lead_id)]
-            await take_effect(ctx, cache, pool, lead, new)
+            await take_effect(ctx, cache, pool, lead, new, entry)
             ctx.metrics.record_waiting(pool, "assigned")
             log.info(
                 "capacity freed: waiting lead -> %s after %.0fs",
@@ -175,7 +197,7 @@ async def end_wait(
     t = ctx.tables
     new = waiting.timed_out(lead, cache.frame(pool), cache.policy(pool), entry, now=now)
     del t.wait[wait_key(pool, entry)]
-    await take_effect(ctx, cache, pool, lead, new)
+    await take_effect(ctx, cache, pool, lead, new, entry)
     ctx.metrics.record_waiting(pool, "timed_out")
     log.info("max wait: the lead goes to the open pool after %.0fs", new.entry.waited_seconds or 0.0)
 
@@ -189,11 +211,15 @@ def set_load(ctx: Context, cache: PoolCache, pool: str, rep_id: str, load: Load)
             ctx.metrics.set_rep_load(pool, rep_id, load.open, frame.limit(rep_id))
 
 
-async def take_effect(ctx: Context, cache: PoolCache, pool: str, lead: LeadCreated, new: Assigned) -> None:
-    """A later attempt's decision (SLA, claim, claim window, capacity freed, max wait): its ledger entry and
-    timer, the new holder's load, the pool's state, the decision out; the pool's gauges after the batch."""
+async def take_effect(
+    ctx: Context, cache: PoolCache, pool: str, lead: LeadCreated, new: Assigned, before: LedgerEntry
+) -> None:
+    """A later attempt's decision (SLA, hand-back, claim, claim window, capacity freed, max wait): its
+    ledger entry, holder row and timer, the new holder's load, the pool's state, the decision out; the
+    pool's gauges after the batch."""
     t = ctx.tables
     t.ledger[key(pool, lead.lead_id)] = new.entry.to_dict()
+    track(ctx, pool, lead, before, new.entry)
     start_timer(ctx, pool, lead, new.entry)
     if new.load is not None and new.decision.rep_id is not None:
         set_load(ctx, cache, pool, new.decision.rep_id, new.load)
@@ -219,6 +245,7 @@ def on_activity(ctx: Context, cache: PoolCache, ev: ActivityArrived, now: dateti
     if result.outcome == "ignored":
         return
     t.ledger[ledger_key] = result.entry.to_dict()
+    track(ctx, ev.pool, act.lead_id, entry, result.entry)
     if result.outcome == "closed":
         leave_queue(ctx, ev.pool, entry)
     if result.stopped is not None:
@@ -275,7 +302,7 @@ async def close_window(
         t.ledger[key(pool, lead.lead_id)] = replace(entry, sla_due=None).to_dict()
         log.info("claim window closed, nobody eligible: the lead stays in the open pool")
         return
-    await take_effect(ctx, cache, pool, lead, new)
+    await take_effect(ctx, cache, pool, lead, new, entry)
     ctx.metrics.record_sla("window_assigned")
 
 
@@ -290,7 +317,7 @@ async def reassign(
     new = result.assigned
     set_load(ctx, cache, pool, *result.released)
     m.record_release(pool)
-    await take_effect(ctx, cache, pool, lead, new)
+    await take_effect(ctx, cache, pool, lead, new, entry)
     m.record_sla(result.outcome)
     log.info(
         "follow-up SLA: %s -> %s (attempt %d)",
@@ -319,26 +346,72 @@ async def on_claim(ctx: Context, cache: PoolCache, ev: ClaimArrived, now: dateti
     result = claims.claim(lead, frame, policy, entry, c.rep_id, load, now=now)
     new = result.assigned
     if new is not None:
-        await take_effect(ctx, cache, ev.pool, lead, new)
+        await take_effect(ctx, cache, ev.pool, lead, new, entry)
     await answer(ctx, c, ev.pool, result.reason, result.detail, now, new.decision if new else None)
 
 
-def on_rep(ctx: Context, cache: PoolCache, ev: RepChanged) -> None:
+async def on_rep(ctx: Context, cache: PoolCache, ev: RepChanged, now: datetime) -> None:
+    """A roster change: the rep's row and the pool's members; a rep coming back starts its ramp-up (`now`,
+    the log time); one leaving or turning unavailable hands back leads as the pool's policy says."""
     t = ctx.tables
     rep_key = key(ev.pool, ev.rep_id)
+    stored = t.reps.get(rep_key)
+    before = Rep.from_dict(stored) if stored else None
+    after = Rep.from_event(ev.profile, ev.pool) if ev.profile is not None else None
+    if after is not None and before is not None:
+        after = replace(after, returned_at=now if availability.came_back(before, after) else before.returned_at)
     state = cache.state(ev.pool)
     cursor = state.cursor
     if ev.profile is None and cursor == ev.rep_id:  # rare: only then is the roster order worth a frame
         cursor = cursor_after_leaving(cache.frame(ev.pool).rotation_ids(), cursor, ev.rep_id)
-    if ev.profile is not None:
-        t.reps[rep_key] = Rep.from_event(ev.profile, ev.pool).to_dict()
-    elif t.reps.get(rep_key) is not None:
+    if after is not None:
+        t.reps[rep_key] = after.to_dict()
+    elif stored is not None:
         del t.reps[rep_key]  # its load row stays: the leads it holds are still open until they close
         ctx.metrics.forget_rep(ev.pool, ev.rep_id)
     members = tuple(with_member(list(state.members), ev.rep_id, ev.profile is not None))
     if members != state.members or cursor != state.cursor:
         t.pools[ev.pool] = replace(state, members=members, cursor=cursor).to_dict()
     cache.drop(ev.pool)  # structural change: the frame is rebuilt on the next lead
+    trigger = availability.departure(before, after, cache.policy(ev.pool).availability)
+    if trigger is not None:
+        await hand_back(ctx, cache, ev.pool, ev.rep_id, trigger, availability.state(after), now)
+
+
+async def hand_back(
+    ctx: Context, cache: PoolCache, pool: str, rep_id: str, trigger: str, state: str | None, now: datetime
+) -> None:
+    """The rep's open leads (`rep_left`) or its untouched ones (`rep_unavailable`) go to their next attempt,
+    in the roster change's transaction: reassigned with previous holders excluded, else to the open pool.
+    Leads it got before holder rows existed (0.2) have none and stay with it."""
+    t = ctx.tables
+    for row_key, row in t.held.prefixed(key(pool, rep_id) + SEP, HAND_BACK_ROWS):
+        lead_id = row_key.rsplit(SEP, 1)[1]
+        stored = t.ledger.get(key(pool, lead_id))
+        entry = LedgerEntry.from_dict(stored) if stored else None
+        if entry is None or holder(entry) != rep_id:
+            del t.held[row_key]  # left behind
+            continue
+        if trigger == availability.UNAVAILABLE and entry.touched_at is not None:
+            continue  # worked on: the rep keeps it
+        lead = LeadCreated.model_validate(row["lead"])
+        with logs.bind(lead_id=lead_id, pool=pool):
+            load = Load.from_dict(t.loads.get(key(pool, rep_id)))
+            frame, policy = cache.frame(pool), cache.policy(pool)
+            result = lifecycle.hand_back(lead, frame, policy, entry, load, now=now, trigger=trigger, state=state)
+            if entry.sla_due is not None:
+                del t.sla[sla.timer_key(entry.sla_due, pool, lead_id)]
+            set_load(ctx, cache, pool, *result.released)
+            ctx.metrics.record_release(pool)
+            await take_effect(ctx, cache, pool, lead, result.assigned, entry)
+            ctx.metrics.record_hand_back(trigger, result.outcome)
+            log.info(
+                "%s: %s -> %s",
+                trigger,
+                rep_id,
+                result.assigned.decision.rep_id or "open pool",
+                extra={"rep_id": result.assigned.decision.rep_id, "decision_id": result.assigned.decision.decision_id},
+            )
 
 
 def on_deal(ctx: Context, cache: PoolCache, ev: DealArrived, now: datetime) -> None:
@@ -359,6 +432,7 @@ def on_deal(ctx: Context, cache: PoolCache, ev: DealArrived, now: datetime) -> N
     frame = cache.cached(ev.pool)
     if result.entry is not None:
         t.ledger[ledger_key] = result.entry.to_dict()
+        track(ctx, ev.pool, deal.lead_id, entry, result.entry)
         leave_queue(ctx, ev.pool, entry)  # a max_wait timer is left behind, dropped when due
     if result.released is not None:
         rep_id, new_load = result.released
@@ -435,7 +509,7 @@ async def handle_event(ctx: Context, cache: PoolCache, event: Event) -> None:
         with logs.bind(lead_id=ev.lead.lead_id, pool=ev.pool):
             await on_lead(ctx, cache, ev, now)
     elif isinstance(ev, RepChanged):
-        on_rep(ctx, cache, ev)
+        await on_rep(ctx, cache, ev, now)
         await drain(ctx, cache, ev.pool, now)  # a new rep, or more capacity
     elif isinstance(ev, DealArrived):
         on_deal(ctx, cache, ev, now)

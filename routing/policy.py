@@ -275,6 +275,42 @@ class Waiting(_Model):
     )
 
 
+Status = Literal["away", "offline", "inactive"]  # a rep's state other than available and active
+
+
+class Availability(_Model):
+    """What a rep's availability changes do to the leads it holds and to what it gets next
+    (docs/lifecycle.md, "Availability changes")."""
+
+    hand_back: list[Status] = Field(
+        default_factory=list,
+        description="A rep turning to one of these hands back its untouched open leads (reassigned, else the"
+        " open pool); empty: it keeps them",
+    )
+    on_leave: Literal["reassign", "open_pool", "keep"] = Field(
+        "reassign", description="A rep leaving the pool (or deleted from the roster): what happens to its open leads"
+    )
+    ramp_up: Duration | None = Field(
+        None, description="A rep back from away/offline/inactive or out of office reaches full capacity over this"
+    )
+    ramp_start: Share = Field(0.25, description="The share of its capacity a returning rep has at once")
+    tiers: Annotated[list[Literal["away", "offline"]], Field(max_length=2)] = Field(
+        default_factory=list,
+        description="When nobody available qualifies (after the strategy's relax chain), reps in these states"
+        " are accepted, one more state at a time, in this order; empty: never",
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Availability:
+        if len(set(self.tiers)) != len(self.tiers) or len(set(self.hand_back)) != len(self.hand_back):
+            raise ValueError("tiers and hand_back: a state may be listed once")
+        return self
+
+    @property
+    def ramp_seconds(self) -> float | None:
+        return duration_seconds(self.ramp_up) if self.ramp_up else None
+
+
 class Policy(_Model):
     id: Name = "default"
     version: Annotated[int, Field(ge=1)] = 1
@@ -299,6 +335,7 @@ class Policy(_Model):
     follow_up: FollowUp | None = Field(None, description="follow-up SLA: reassign leads nobody touched")
     claims: Claims = Field(default_factory=Claims)
     waiting: Waiting | None = Field(None, description="leads everyone was too full for wait for capacity; None = off")
+    availability: Availability = Field(default_factory=Availability)
 
     @model_validator(mode="after")
     def _strategies_exist(self) -> Policy:

@@ -25,6 +25,7 @@ ROUTE_KINDS = {
     "pools": "Members, rotation state and totals per pool",
     "policies": "Running policy per pool",
     "wait": "Leads waiting for capacity, keyed <pool>|<order>|<lead> so they scan in the order they are taken",
+    "held": "Open leads per holder, keyed <pool>|<rep>|<lead> (the lead, for a hand-back's next attempt)",
     "sla": "Follow-up timers, keyed <due>|<pool>|<lead> so they scan in due order (the lead, for its next attempt)",
 }
 MATCH_KINDS = {

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from routing.decide import accepted
 from routing.model import Rep
 from schemas.events import (
     CLOSING_KINDS,
@@ -291,8 +292,12 @@ def _check_deals_routed(
             skipped.append(f"{topic}[{r.partition}]@{r.offset}")
 
 
-def _available(profile: RepUpdated | None, pool: str) -> bool:
-    return profile is not None and profile.active and profile.availability == "available" and pool in profile.pools
+def _available(profile: RepUpdated | None, d: AssignmentDecision) -> bool:
+    """The rep could take the decision's lead: active, in the pool, and available (or in a state the
+    policy's availability tiers accepted for this decision, as its explanation says)."""
+    if profile is None or not profile.active or d.pool not in profile.pools:
+        return False
+    return profile.availability == "available" or accepted(profile.availability) in d.explanation.relaxed
 
 
 def _capacity(profile: RepUpdated | None, pool: str) -> float:
@@ -364,7 +369,7 @@ class _Replay:
         held = (d.pool, d.rep_id)
         self.holder[lead_id] = held
         profile = self.profiles.get(held)
-        if not _available(profile, d.pool):
+        if not _available(profile, d):
             self.report.unavailable_assignments.append(f"{lead_id} -> {d.rep_id}")
         self.open_[held] += 1
         capacity = _capacity(profile, d.pool)
@@ -461,7 +466,7 @@ def _check_availability(
         settled = [p for ts, p in history if ts <= record.timestamp - ROSTER_SLACK_MS]
         recent = [p for ts, p in history if record.timestamp - ROSTER_SLACK_MS < ts <= record.timestamp]
         candidates = ([settled[-1]] if settled else []) + recent
-        fine = any(_available(p, d.pool) for p in candidates)
+        fine = any(_available(p, d) for p in candidates)
         if not fine:  # also a rep the roster never had
             report.unavailable_assignments.append(f"{lead_id} -> {d.rep_id}")
 

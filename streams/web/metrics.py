@@ -110,6 +110,7 @@ class Metrics:
     deals: Counter
     activity: Counter
     sla_reassignments: Counter
+    hand_backs: Counter
     claims: Counter
     waiting: Gauge
     waiting_assigned: Counter
@@ -208,6 +209,13 @@ class Metrics:
                 "leadrelay_sla_reassignments",
                 "Lead timers that fired: follow-up SLA (reassigned, returned_to_pool), claim window (window_assigned)",
                 ["outcome"],
+                registry=registry,
+            ),
+            hand_backs=Counter(
+                "leadrelay_hand_backs",
+                "Open leads a rep gave up by a roster change: trigger rep_left or rep_unavailable, outcome"
+                " reassigned or returned_to_pool",
+                ["trigger", "outcome"],
                 registry=registry,
             ),
             waiting=Gauge(
@@ -377,6 +385,10 @@ class Metrics:
     def record_sla(self, outcome: str) -> None:
         """A lead's timer fired: `reassigned`, `returned_to_pool` (follow-up SLA), `window_assigned` (claim window)."""
         self.sla_reassignments.labels(outcome=outcome).inc()
+
+    def record_hand_back(self, trigger: str, outcome: str) -> None:
+        """A lead taken from a rep that left the pool or turned unavailable (closed sets: see availability)."""
+        self.hand_backs.labels(trigger=trigger, outcome=outcome).inc()
 
     def record_claim(self, result: str) -> None:
         """A claim answered (`result` is a ClaimReason: a closed set)."""

@@ -351,3 +351,22 @@ def test_a_waiting_lead_taken_when_capacity_freed_counts_in_the_replay() -> None
     assert report.reassignments == 1
     overrun = run(waiting_run(third_open=0), state=False)
     assert overrun.capacity_violations == ["L3 -> r1: 2 open > capacity 1 (pool log replay)"]
+
+
+# --- I4 with availability tiers (issue 12 item 5) ----------------------------------------------------
+
+
+def away_run(relaxed: list[str]) -> dict[str, list[Any]]:
+    away = RepUpdated(rep_id="r1", pools=["a"], availability="away")
+    x = lead("L1", pool="a")
+    d = decision("L1", "a", "r1")
+    d = d.model_copy(update={"explanation": d.explanation.model_copy(update={"relaxed": relaxed})})
+    route = {"loads|a|r1": {"open": 1}, "reps|a|r1": Rep.from_event(away, "a").to_dict()}
+    return topics([x], [d], [away], [RepChanged(pool="a", rep_id="r1", profile=away), arrived(x, "a")], route)
+
+
+def test_a_decision_to_an_away_rep_is_fine_only_when_its_policy_accepted_away_reps() -> None:
+    assert run(away_run(["accepted away reps"])).ok
+    report = run(away_run([]))
+    assert report.unavailable_assignments == ["L1 -> r1"]
+    assert run(away_run(["accepted offline reps"])).unavailable_assignments == ["L1 -> r1"]
