@@ -248,3 +248,47 @@ def test_a_full_pools_waiting_leads_are_assigned_in_order_as_deals_free_capacity
     dep.settle(2)
     report = verify(dep.settings)
     assert report.ok, report.problems()
+
+
+def test_an_offline_reps_untouched_leads_are_reassigned_per_policy(deployment: Any) -> None:
+    """Issue 12 item 5 on the broker: the pool's policy hands back at `offline`. ann holds three leads
+    and works one; she goes offline: the two untouched ones go to bob as attempt 2 (trigger
+    rep_unavailable), the worked one stays, loads follow, and verify's invariants hold. Then bob leaves
+    the pool: his leads go to cid (trigger rep_left)."""
+    dep = deployment
+    dep.worker()
+    doc = {"id": "avail", "version": 1, "availability": {"hand_back": ["offline"]}}
+    dep.send(dep.settings.topic_policies, [(b"av", orjson.dumps(doc))])
+    dep.send_roster([RepUpdated(rep_id="ann", pools=["av"], capacity=5)])
+    dep.settle(2)
+    dep.send_leads([lead(f"H{i}", "av") for i in range(3)])
+    first = dep.decisions(at_least=3)
+    assert {d.rep_id for d in first} == {"ann"}
+    dep.send(dep.settings.topic_lead_activity, [activity("H0", "first_contact", "ann")])
+    wait_for(lambda: (dep.table("ledger").get("av|H0") or {}).get("touched_at"), "ann's touch")
+    # The roster topic is keyed by rep: records of different reps are not ordered, so ann goes offline
+    # only once bob and cid are in the pool.
+    dep.send_roster(
+        [
+            RepUpdated(rep_id="bob", pools=["av"], capacity=5),
+            RepUpdated(rep_id="cid", pools=["av"], capacity=5, availability="away"),
+        ]
+    )
+    wait_for(lambda: {"av|bob", "av|cid"} <= set(dep.table("reps")), "bob and cid in the pool")
+    dep.send_roster([RepUpdated(rep_id="ann", pools=["av"], capacity=5, availability="offline")])
+    handed = [d for d in dep.decisions(at_least=5) if d.attempt == 2]
+    assert sorted(d.lead_id for d in handed) == ["H1", "H2"]
+    assert all(d.rep_id == "bob" and d.trigger == "rep_unavailable" and d.previous_holders == ["ann"] for d in handed)
+    loads = dep.table("loads")
+    assert (loads["av|ann"]["open"], loads["av|bob"]["open"]) == (1, 2)
+
+    dep.send_roster([RepUpdated(rep_id="cid", pools=["av"], capacity=5)])
+    wait_for(lambda: dep.table("reps")["av|cid"]["availability"] == "available", "cid available")
+    dep.send_roster([RepUpdated(rep_id="bob", pools=["other"], capacity=5)])  # bob moves to another pool
+    third = [d for d in dep.decisions(at_least=7) if d.attempt == 3]
+    assert sorted(d.lead_id for d in third) == ["H1", "H2"]
+    assert all(d.rep_id == "cid" and d.trigger == "rep_left" for d in third)
+    wait_for(lambda: dep.table("loads").get("av|cid", {}).get("open") == 2, "cid's load")
+    assert dep.table("loads")["av|bob"]["open"] == 0
+    report = verify(dep.settings)
+    assert report.ok, report.problems()
