@@ -292,3 +292,44 @@ def test_an_offline_reps_untouched_leads_are_reassigned_per_policy(deployment: A
     assert dep.table("loads")["av|bob"]["open"] == 0
     report = verify(dep.settings)
     assert report.ok, report.problems()
+
+
+def test_waiting_leads_are_listed_in_order_and_go_to_the_open_pool_once_after_max_wait(
+    deployment_factory: Any, monkeypatch: Any, capsys: Any
+) -> None:
+    """One rep with room for one lead; two more leads wait (`leadrelay pool --waiting` shows them in the
+    order they would be taken), and after `max_wait` each goes to the open pool exactly once (trigger
+    max_wait), where `leadrelay pool` lists it as claimable."""
+    from streams.tools.cli import main
+
+    dep = deployment_factory(extra=FAST)
+    for name, value in dep.env.items():
+        monkeypatch.setenv(name, value)
+    dep.worker()
+    dep.send_roster([RepUpdated(rep_id="ann", pools=["mw"], capacity=1)])
+    doc = {"id": "max-wait", "version": 1, "waiting": {"max_wait": "8s"}}
+    dep.send(dep.settings.topic_policies, [(b"mw", orjson.dumps(doc))])
+    dep.settle(2)
+    dep.send_leads([lead("M0", "mw")])
+    dep.decisions(at_least=1)
+    small = LeadCreated(lead_id="M-small", created_at=T0, pool="mw", estimated_value=10)
+    big = LeadCreated(lead_id="M-big", created_at=T0, pool="mw", estimated_value=5000)
+    dep.send_leads([small, big])
+    dep.decisions(at_least=3)
+    wait_for(lambda: len(dep.table("wait")) == 2, "two waiting rows")
+    capsys.readouterr()
+    assert main(["pool", "--waiting", "--json"]) == 0
+    listed = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(x["lead_id"], x["position"]) for x in listed] == [("M-big", 1), ("M-small", 2)]
+    assert all(x["due"] for x in listed), "each shows when max_wait ends"
+
+    wait_for(lambda: [d for d in dep.decisions(at_least=3) if d.attempt == 2], "max_wait", 90)
+    dep.settle(4)  # a second firing, if there were one, would have come by now
+    later = [d for d in dep.decisions(at_least=5) if d.attempt == 2]
+    assert sorted(d.lead_id for d in later) == ["M-big", "M-small"], "each exactly once"
+    assert all(d.trigger == "max_wait" and d.reason == "sent_to_claim_pool" and d.rep_id is None for d in later)
+    assert dep.table("wait") == {}
+    assert main(["pool", "--json"]) == 0
+    assert sorted(orjson.loads(x)["lead_id"] for x in capsys.readouterr().out.splitlines()) == ["M-big", "M-small"]
+    report = verify(dep.settings)
+    assert report.ok, report.problems()
