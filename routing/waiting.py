@@ -79,6 +79,7 @@ def freed(lead: LeadCreated, frame: PoolFrame, policy: Policy, entry: LedgerEntr
         update={
             "trigger": TRIGGER_FREED,
             "previous_holders": list(entry.holders) or None,
+            "waited_seconds": waited,
             "explanation": d.explanation.model_copy(update={"notes": [*d.explanation.notes, note]}),
         }
     )
@@ -105,6 +106,7 @@ def timed_out(lead: LeadCreated, frame: PoolFrame, policy: Policy, entry: Ledger
             "decided_at": now,
             "trigger": TRIGGER_MAX_WAIT,
             "previous_holders": list(entry.holders) or None,
+            "waited_seconds": waited,
             "policy_id": policy.id,
             "policy_version": policy.version,
             "explanation": old.explanation.model_copy(
