@@ -489,10 +489,15 @@ def on_expire(ctx: Context, pool: str, lead_ids: list[str], now: datetime) -> No
 
 
 async def housekeeping(ctx: Context, cache: PoolCache, now: datetime) -> None:
-    """Due follow-up timers fire; closed ledger entries past retention leave, a bounded sweep step at a
-    time; both in the task's own transaction. `now` is the wall clock: the one clock input of a timer's
-    decision, recorded as its decided_at."""
+    """Due follow-up timers fire; waiting leads get another look; closed ledger entries past retention
+    leave, a bounded sweep step at a time; all in the task's own transaction. `now` is the wall clock:
+    the one clock input of a timer's decision, recorded as its decided_at."""
     await fire_timers(ctx, cache, now)
+    for pool, _ in ctx.tables.pools.items():  # a few pools per partition
+        if ctx.tables.wait.prefixed(pool + waiting.SEP, 1):
+            # Capacity can grow without a record (a ramp-up goes on, a rep's shift starts), and a freeing
+            # record tries DRAIN_ROWS leads at most: each step gives the waiting leads another look.
+            await drain(ctx, cache, pool, now)
     retention = timedelta(days=ctx.settings.ledger_retention_days)
     for ledger_key, stored in ctx.tables.ledger.sweep(SWEEP_ROWS):
         if stored and expired(LedgerEntry.from_dict(stored), now=now, retention=retention):

@@ -169,3 +169,19 @@ async def test_without_tiers_away_reps_get_nothing(h: Harness) -> None:
     await h.route(rep_changed(POOL, "rep-a", availability="away"))
     await h.route(lead_arrived(POOL, "lead-1"))
     assert decisions(h)[-1]["reason"] == "no_eligible_rep"
+
+
+async def test_a_lead_waiting_behind_a_ramp_is_taken_by_housekeeping_as_the_ramp_grows(h: Harness) -> None:
+    doc = policy(availability={"ramp_up": "1h", "ramp_start": 0.5}, waiting={})
+    await h.route(policy_changed(POOL, doc))
+    await h.route(rep_changed(POOL, "rep-a", capacity=4, availability="offline"))
+    await h.route(rep_changed(POOL, "rep-a", capacity=4))  # back at NOW: 2 of 4
+    for i in range(3):
+        await h.route(lead_arrived(POOL, f"lead-{i}"))
+    assert decisions(h, "lead-2")[-1]["reason"] == "no_eligible_rep" and ledger(h, "lead-2")["status"] == "waiting"
+    out = await h.housekeep("route", h.pool_partition(POOL), NOW + timedelta(minutes=10))
+    assert out == [], "10 minutes on the ramp is 2.33 of 4: still 2"
+    out = await h.housekeep("route", h.pool_partition(POOL), NOW + timedelta(minutes=31))
+    [d] = [s.json() for s in out if s.topic == h.settings.topic_assignments]
+    assert (d["lead_id"], d["rep_id"], d["trigger"], d["attempt"]) == ("lead-2", "rep-a", "capacity_freed", 2)
+    assert d["waited_seconds"] == 31 * 60
