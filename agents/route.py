@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -9,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pydantic import ValidationError
 
 from agents.ingest_claims import answer
-from routing import availability, claims, fairness, lifecycle, sla, waiting
+from routing import availability, claims, dedupe, fairness, lifecycle, sla, waiting
+from routing.frame import PoolFrame
 from routing.ledger import (
     CLAIMABLE,
     OPEN,
@@ -69,7 +71,10 @@ def decide_and_record(ctx: Context, cache: PoolCache, ev: LeadArrived, now: date
     """First sight of a lead: decide, write ledger then state, keep the frame and metrics current."""
     t, m = ctx.tables, ctx.metrics
     frame, policy = cache.frame(ev.pool), cache.policy(ev.pool)
-    result = assign(ev.lead, frame, policy, None, now=now)
+    match = duplicate_of(ctx, ev, frame, policy, now)
+    result = (
+        dedupe.merge(ev.lead, frame, policy, match, now=now) if match else assign(ev.lead, frame, policy, None, now=now)
+    )
     decision = result.decision
     if waiting.waits(decision, policy):
         result = waiting.start(result, ev.lead, policy, now=now)
@@ -84,10 +89,49 @@ def decide_and_record(ctx: Context, cache: PoolCache, ev: LeadArrived, now: date
     if result.state is not None:
         t.pools[ev.pool] = result.state.to_dict()
         frame.set_state(result.state)
+    if match is not None:
+        m.record_contact_duplicate(ev.pool, match.kind)
+        log.info("duplicate of lead %s (same %s): to its holder", match.lead_id, match.kind)
+    else:
+        keep_keys(ctx, ev, policy, decision, now)
     m.record_decision(decision, (datetime.now(UTC) - ev.received_at).total_seconds())  # latency: wall clock
     cache.touched.add(ev.pool)  # its pool gauges: once per batch, in pool_gauges
     log.debug("decided %s", decision.reason, extra={"rep_id": decision.rep_id, "decision_id": decision.decision_id})
     return decision
+
+
+def duplicate_of(ctx: Context, ev: LeadArrived, frame: PoolFrame, policy: Policy, now: datetime) -> dedupe.Match | None:
+    """The open lead of this pool that the new lead repeats, by the policy's dedupe keys in their order."""
+    if policy.dedupe is None:
+        return None
+    if ctx.settings.dedupe_secret is None:
+        unkeyed(ev.pool)
+        return None
+    t, candidates = ctx.tables, []
+    for kind in policy.dedupe.keys:
+        hashed = ev.dedupe_keys.get(kind)
+        stored = t.dedupe.get(dedupe.row_key(ev.pool, kind, hashed)) if hashed else None
+        if stored is not None:
+            entry = t.ledger.get(key(ev.pool, str(stored["lead_id"])))
+            candidates.append((kind, stored, LedgerEntry.from_dict(entry) if entry else None))
+    return dedupe.find(candidates, frame, policy.dedupe, now)
+
+
+@functools.cache
+def unkeyed(pool: str) -> None:
+    """Once per pool and process: a policy asks for dedupe, but without a secret no lead has keys."""
+    log.warning("pool %s has a dedupe policy but dedupe_secret is unset: no duplicates are found", pool)
+
+
+def keep_keys(ctx: Context, ev: LeadArrived, policy: Policy, decision: AssignmentDecision, now: datetime) -> None:
+    """A lead decided on its own takes over the rows of its keys: later duplicates join it while it is open
+    with a holder (also one it gets later: a claim, capacity freed). A duplicate never takes a row."""
+    if policy.dedupe is None:
+        return
+    for kind in policy.dedupe.keys:
+        hashed = ev.dedupe_keys.get(kind)
+        if hashed:
+            ctx.tables.dedupe[dedupe.row_key(ev.pool, kind, hashed)] = dedupe.row(ev.lead.lead_id, decision.rep_id, now)
 
 
 def pool_gauges(ctx: Context, cache: PoolCache) -> None:
@@ -489,9 +533,10 @@ def on_expire(ctx: Context, pool: str, lead_ids: list[str], now: datetime) -> No
 
 
 async def housekeeping(ctx: Context, cache: PoolCache, now: datetime) -> None:
-    """Due follow-up timers fire; waiting leads get another look; closed ledger entries past retention
-    leave, a bounded sweep step at a time; all in the task's own transaction. `now` is the wall clock:
-    the one clock input of a timer's decision, recorded as its decided_at."""
+    """Due follow-up timers fire; waiting leads get another look; closed ledger entries past retention and
+    dedupe keys past their horizon leave, a bounded sweep step at a time; all in the task's own
+    transaction. `now` is the wall clock: the one clock input of a timer's decision, recorded as its
+    decided_at."""
     await fire_timers(ctx, cache, now)
     for pool, _ in ctx.tables.pools.items():  # a few pools per partition
         if ctx.tables.wait.prefixed(pool + waiting.SEP, 1):
@@ -502,6 +547,9 @@ async def housekeeping(ctx: Context, cache: PoolCache, now: datetime) -> None:
     for ledger_key, stored in ctx.tables.ledger.sweep(SWEEP_ROWS):
         if stored and expired(LedgerEntry.from_dict(stored), now=now, retention=retention):
             del ctx.tables.ledger[ledger_key]
+    for row_key, stored in ctx.tables.dedupe.sweep(SWEEP_ROWS):  # past the horizon, or the pool dropped dedupe
+        if not dedupe.live(stored, cache.policy(row_key.partition(SEP)[0]).dedupe, now):
+            del ctx.tables.dedupe[row_key]
 
 
 async def handle_event(ctx: Context, cache: PoolCache, event: Event) -> None:

@@ -41,6 +41,8 @@ class LedgerEntry:
     claimed: bool = False  # the holder claimed it from the open pool (counts against its holding limit)
     lead: Mapping[str, Any] | None = None  # the lead (no contact data) while claimable or waiting: decided on later
     waited_seconds: float | None = None  # how long the lead waited for capacity before this attempt
+    # A duplicate (routing/dedupe.py): lead_id and key kind of the lead it joined; it holds no load.
+    duplicate_of: Mapping[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LedgerEntry:
@@ -61,6 +63,7 @@ class LedgerEntry:
             bool(data.get("claimed", False)),
             data.get("lead"),
             data.get("waited_seconds"),
+            data.get("duplicate_of"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,11 +84,17 @@ class LedgerEntry:
             **({"claimed": True} if self.claimed else {}),
             **({"lead": dict(self.lead)} if self.lead is not None else {}),
             **({"waited_seconds": self.waited_seconds} if self.waited_seconds is not None else {}),
+            **({"duplicate_of": dict(self.duplicate_of)} if self.duplicate_of is not None else {}),
         }
 
     @property
     def attempt(self) -> int:
         return int(self.decision.get("attempt", 1))
+
+    @property
+    def holds_load(self) -> bool:
+        """Whether the holder's load counts this lead (a duplicate joined another lead: it does not)."""
+        return self.status == OPEN and self.rep_id is not None and self.duplicate_of is None
 
     @property
     def closed(self) -> bool:
@@ -201,7 +210,7 @@ def close(
     if entry is None:
         return Closed(None, None, credited, new_buckets, None, duplicate=False)
     released = None
-    if entry.status == OPEN and entry.rep_id is not None:
+    if entry.holds_load and entry.rep_id is not None:
         released = (entry.rep_id, release(load, entry))
     released_at = (now or deal.closed_at).isoformat()
     new_entry = replace(entry, status=deal.outcome, closed_at=deal.closed_at.isoformat(), released_at=released_at)

@@ -42,7 +42,7 @@ def touch(activity: LeadActivity, entry: LedgerEntry, load: Load | None, *, now:
     by_holder = activity.rep_id is None or activity.rep_id == entry.rep_id
     if activity.kind in CLOSING_KINDS:
         released = None
-        if entry.status == OPEN and entry.rep_id is not None:
+        if entry.holds_load and entry.rep_id is not None:
             released = (entry.rep_id, release(load, entry))
         who = activity.rep_id or "the CRM"
         freed = f"; released one open lead of {entry.rep_id}" if released else ""

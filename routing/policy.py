@@ -311,6 +311,27 @@ class Availability(_Model):
         return duration_seconds(self.ramp_up) if self.ramp_up else None
 
 
+DedupeKind = Literal["email", "phone", "domain"]
+DEDUPE_DEFAULT: tuple[DedupeKind, ...] = ("email", "phone")  # a shared company domain is opt-in
+
+
+class Dedupe(_Model):
+    """Duplicates (docs/lifecycle.md): a lead whose dedupe key (a keyed hash of its normalised e-mail,
+    phone or company domain) names a lead of this pool still open with an available holder, decided within
+    `horizon`, goes to that holder (`trigger: duplicate_of`) and adds no load."""
+
+    keys: Annotated[list[DedupeKind], Field(min_length=1, max_length=3)] = Field(
+        default_factory=lambda: list(DEDUPE_DEFAULT), description="Key kinds looked up, in this order"
+    )
+    horizon: Duration = Field("30d", description='How long after its decision a lead takes duplicates: "30d"')
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Dedupe:
+        if len(set(self.keys)) != len(self.keys):
+            raise ValueError("dedupe.keys lists a kind twice")
+        return self
+
+
 class Policy(_Model):
     id: Name = "default"
     version: Annotated[int, Field(ge=1)] = 1
@@ -336,6 +357,7 @@ class Policy(_Model):
     claims: Claims = Field(default_factory=Claims)
     waiting: Waiting | None = Field(None, description="leads everyone was too full for wait for capacity; None = off")
     availability: Availability = Field(default_factory=Availability)
+    dedupe: Dedupe | None = Field(None, description="duplicates go to the holder of the lead they repeat; None = off")
 
     @model_validator(mode="after")
     def _strategies_exist(self) -> Policy:

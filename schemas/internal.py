@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
 from schemas.events import DealClosed, EventTime, Id, LeadActivity, LeadClaim, LeadCreated, PoolId, RepUpdated
 
@@ -21,12 +21,18 @@ class Origin(_Internal):
     offset: int
 
 
+DedupeKey = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]  # 128 bits of an HMAC, hex
+
+
 class LeadArrived(_Internal):
     kind: Literal["lead"] = "lead"
     pool: PoolId
     lead: LeadCreated  # contact is excluded from dumps, so it never reaches this topic
     received_at: EventTime
     origin: Origin | None = None
+    # Keyed hashes of the contact's normalised e-mail, phone and company domain (routing/dedupe.py), made
+    # where contact is seen; empty without a dedupe secret and in records of older workers.
+    dedupe_keys: dict[Literal["email", "phone", "domain"], DedupeKey] = Field(default_factory=dict)
 
 
 class RepChanged(_Internal):

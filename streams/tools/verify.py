@@ -5,7 +5,8 @@ I1 every accepted lead has exactly one effective decision per attempt (or is in 
 I2 no rep ever held more open leads than its capacity: each decision's own facts, and a replay of the
    pool log counting open leads from the decisions and deals (independent of the worker's tables)
 I3 the loads table (its changelog) equals a replay of the decision log (the latest attempt of a lead
-   holds it; each reassignment released the silent holder), the closed deals and the closing activity
+   holds it; each reassignment released the silent holder; a duplicate, trigger duplicate_of, holds
+   nothing), the closed deals and the closing activity
 I4 no decision went to a rep that was unavailable or absent in the roster at that point: checked at the
    lead's own position in the pool log (the internal pool-events topic, where roster changes and leads
    are in the order the route agent saw them); a lead missing from that log falls back to the roster
@@ -28,6 +29,7 @@ import orjson
 from pydantic import ValidationError
 
 from routing.decide import accepted
+from routing.dedupe import TRIGGER as DUPLICATE_OF
 from routing.model import Rep
 from schemas.events import (
     CLOSING_KINDS,
@@ -309,6 +311,11 @@ def _capacity(profile: RepUpdated | None, pool: str) -> float:
     return float("inf") if capacity is None else capacity
 
 
+def _holds(d: AssignmentDecision) -> bool:
+    """Whether the decision gives its rep one more open lead: a duplicate joined a lead the rep holds already."""
+    return d.rep_id is not None and d.trigger != DUPLICATE_OF
+
+
 def _closes(ev: Any) -> bool:
     return isinstance(ev, DealArrived) or (isinstance(ev, ActivityArrived) and ev.activity.kind in CLOSING_KINDS)
 
@@ -367,10 +374,13 @@ class _Replay:
             return
         self.checked.add(lead_id)
         held = (d.pool, d.rep_id)
-        self.holder[lead_id] = held
         profile = self.profiles.get(held)
         if not _available(profile, d):
             self.report.unavailable_assignments.append(f"{lead_id} -> {d.rep_id}")
+        if not _holds(d):
+            self.holder[lead_id] = None
+            return
+        self.holder[lead_id] = held
         self.open_[held] += 1
         capacity = _capacity(profile, d.pool)
         if self.open_[held] > capacity:
@@ -431,7 +441,7 @@ def _check_capacity(report: Report, chains: Chains) -> None:
     for lead_id, chain in chains.items():
         for _, d in chain:
             chosen = d.explanation.chosen
-            if d.rep_id and chosen and chosen.facts.get("open", 0) >= chosen.facts.get("capacity", float("inf")):
+            if _holds(d) and chosen and chosen.facts.get("open", 0) >= chosen.facts.get("capacity", float("inf")):
                 report.capacity_violations.append(f"{lead_id} -> {d.rep_id} (attempt {d.attempt}) with {chosen.facts}")
 
 
@@ -475,12 +485,12 @@ def _check_state(
     report: Report, chains: Chains, deals: list[Any], activity: list[Any], loads: dict[str, bytes]
 ) -> None:
     """Each lead's latest attempt holds one open lead of its rep (every reassignment released the one
-    before), until a deal or a closing activity closes it."""
+    before), until a deal or a closing activity closes it; a duplicate holds none."""
     expected: Counter[str] = Counter()
     owner: dict[str, str] = {}
     for lead_id, chain in chains.items():
         d = chain[-1][1]
-        if d.rep_id:
+        if _holds(d):
             key = f"{d.pool}|{d.rep_id}"
             expected[key] += 1
             owner[lead_id] = key

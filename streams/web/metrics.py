@@ -106,6 +106,7 @@ class Metrics:
     decisions: Counter
     decision_latency: Histogram
     duplicate_leads: Counter
+    contact_duplicates: Counter
     dead_letters: Counter
     deals: Counter
     activity: Counter
@@ -185,6 +186,12 @@ class Metrics:
                 "leadrelay_duplicate_leads",
                 "Leads seen again; their stored decision was re-emitted",
                 ["pool"],
+                registry=registry,
+            ),
+            contact_duplicates=Counter(
+                "leadrelay_contact_duplicates",
+                "New leads sent to the holder of an open lead with the same dedupe key (trigger duplicate_of)",
+                ["pool", "key"],
                 registry=registry,
             ),
             dead_letters=Counter(
@@ -368,6 +375,11 @@ class Metrics:
 
     def record_duplicate(self, pool: str) -> None:
         self.duplicate_leads.labels(pool=self._pool_label(pool)).inc()
+
+    def record_contact_duplicate(self, pool: str, key: str) -> None:
+        """A new lead joined an open lead of the same contact; `key` is the kind that matched (email,
+        phone, domain: the Literal of routing/policy.py), never the key itself."""
+        self.contact_duplicates.labels(pool=self._pool_label(pool), key=key).inc()
 
     def record_deal(self, pool: str, outcome: str, variant: str | None, *, matched: bool) -> None:
         """A closed deal; won/(won+lost) per variant is the conversion of an experiment arm."""
