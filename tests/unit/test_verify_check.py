@@ -370,3 +370,51 @@ def test_a_decision_to_an_away_rep_is_fine_only_when_its_policy_accepted_away_re
     report = run(away_run([]))
     assert report.unavailable_assignments == ["L1 -> r1"]
     assert run(away_run(["accepted offline reps"])).unavailable_assignments == ["L1 -> r1"]
+
+
+# --- duplicates (trigger duplicate_of) hold no open lead -------------------------------------------
+
+
+def duplicate_run(holder_available: bool = True, open_r1: int = 1) -> dict[str, list[Any]]:
+    """r1 holds one lead at most and takes L1; L2 repeats L1's contact and joins it at r1 (no load)."""
+    rep = RepUpdated(rep_id="r1", pools=["a"], capacity=1)
+    l1, l2 = lead("L1", pool="a"), lead("L2", pool="a")
+    d1 = decision("L1", "a", "r1", capacity=1)
+    d2 = decision("L2", "a", "r1").model_copy(update={"trigger": "duplicate_of"})
+    away = rep.model_copy(update={"availability": "away"})
+    log: list[LeadArrived | RepChanged] = [RepChanged(pool="a", rep_id="r1", profile=rep), arrived(l1, "a")]
+    if not holder_available:
+        log.append(RepChanged(pool="a", rep_id="r1", profile=away))
+    log.append(arrived(l2, "a"))
+    profile = away if not holder_available else rep
+    route = {"loads|a|r1": {"open": open_r1}, "reps|a|r1": Rep.from_event(profile, "a").to_dict()}
+    contents = topics([l1, l2], [d1, d2], [rep], [], route)
+    p = home_partition("a", SETTINGS.partitions)
+    contents["pool_events"] = [Record(p, i, b"a", ev.model_dump_json().encode()) for i, ev in enumerate(log)]
+    return contents
+
+
+def test_a_duplicate_at_a_full_holder_is_no_overload_and_holds_no_load() -> None:
+    report = run(duplicate_run())
+    assert report.ok, report.problems()
+    assert report.checked_in_pool_log == 2
+
+
+def test_loads_that_counted_a_duplicate_are_reported() -> None:
+    assert run(duplicate_run(open_r1=2)).state_mismatches == ["a|r1: table 2 != replay 1"]
+
+
+def test_a_duplicate_given_to_an_unavailable_holder_is_reported() -> None:
+    assert run(duplicate_run(holder_available=False)).unavailable_assignments == ["L2 -> r1"]
+
+
+def test_a_deal_on_a_duplicate_releases_nothing_in_the_replay() -> None:
+    contents = duplicate_run()
+    won = DealClosed(lead_id="L2", outcome="won", closed_at=T0)
+    contents["deals"] = records([(b"L2", won.model_dump_json().encode())])
+    origin = Origin(topic=SETTINGS.topic_deals_closed, partition=0, offset=0)
+    last = contents["pool_events"][-1]
+    ev = DealArrived(pool="a", deal=won, origin=origin)
+    contents["pool_events"].append(Record(last.partition, last.offset + 1, b"a", ev.model_dump_json().encode()))
+    report = run(contents)
+    assert report.ok, report.problems()
