@@ -331,5 +331,36 @@ def test_waiting_leads_are_listed_in_order_and_go_to_the_open_pool_once_after_ma
     assert dep.table("wait") == {}
     assert main(["pool", "--json"]) == 0
     assert sorted(orjson.loads(x)["lead_id"] for x in capsys.readouterr().out.splitlines()) == ["M-big", "M-small"]
+
+
+def test_a_lead_repeating_an_open_leads_contact_goes_to_its_holder(deployment_factory: Any) -> None:
+    """Dedupe on the broker: two leads with one e-mail (spelt two ways) in a pool whose reps take one lead
+    each. The second goes to the first one's holder (trigger duplicate_of) without load, so a third lead
+    still finds the other rep free, and verify's replay agrees with the loads table."""
+    dep = deployment_factory(extra={"LEADRELAY_DEDUPE_SECRET": "integration-dedupe-secret-0123"})
+    dep.worker()
+    dep.send_roster([RepUpdated(rep_id=r, pools=["d"], capacity=1) for r in ("ann", "bob")])
+    dedupe = {"id": "dedupe", "version": 1, "dedupe": {"keys": ["email", "phone"], "horizon": "1d"}}
+    dep.send(dep.settings.topic_policies, [(b"d", orjson.dumps(dedupe))])
+    dep.settle(2)
+
+    def raw(lead_id: str, email: str) -> tuple[bytes, bytes]:
+        body = {"lead_id": lead_id, "created_at": T0.isoformat(), "pool": "d", "contact": {"email": email}}
+        return lead_id.encode(), orjson.dumps(body)
+
+    dep.send(dep.settings.topic_leads_new, [raw("D1", "Sam.Lee@Acme.example")])
+    [first] = dep.decisions(at_least=1)
+    dep.send(dep.settings.topic_leads_new, [raw("D2", " sam.lee@acme.example"), raw("D3", "kim@other.example")])
+    decided = {d.lead_id: d for d in dep.decisions(at_least=3)}
+    holder, again, other = first.rep_id, decided["D2"], decided["D3"]
+    assert holder is not None
+    assert (again.rep_id, again.reason, again.trigger) == (holder, "assigned", "duplicate_of")
+    assert "D1" in again.explanation.summary and "email" in again.explanation.summary
+    assert other.trigger is None and other.rep_id not in (None, holder), "the duplicate left the other rep free"
+    dep.settle(2)
+    loads = dep.table("loads")
+    assert loads[f"d|{holder}"]["open"] == 1 and loads[f"d|{other.rep_id}"]["open"] == 1
+    assert dep.table("ledger")["d|D2"]["duplicate_of"] == {"lead_id": "D1", "kind": "email"}
+    assert sorted(k.split("|")[1] for k in dep.table("dedupe")) == ["email", "email"]
     report = verify(dep.settings)
     assert report.ok, report.problems()
