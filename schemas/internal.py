@@ -31,8 +31,11 @@ class LeadArrived(_Internal):
     received_at: EventTime
     origin: Origin | None = None
     # Keyed hashes of the contact's normalised e-mail, phone and company domain (routing/dedupe.py), made
-    # where contact is seen; empty without a dedupe secret and in records of older workers.
-    dedupe_keys: dict[Literal["email", "phone", "domain"], DedupeKey] = Field(default_factory=dict)
+    # where contact is seen; empty without a dedupe secret and in records of older workers. Left out of
+    # the record when empty, so a worker without dedupe writes what an older worker can still read.
+    dedupe_keys: dict[Literal["email", "phone", "domain"], DedupeKey] = Field(
+        default_factory=dict, exclude_if=lambda keys: not keys
+    )
 
 
 class RepChanged(_Internal):

@@ -156,7 +156,7 @@ async def test_without_a_secret_leads_carry_no_keys_and_one_warning_is_logged(
     assert [r.getMessage() for r in caplog.records].count(
         f"pool {POOL} has a dedupe policy but dedupe_secret is unset: no duplicates are found"
     ) == 1
-    assert all(b"dedupe_keys" not in s.value or b'"dedupe_keys":{}' in s.value for s in h.sent("pool_events"))
+    assert all(b"dedupe_keys" not in (s.value or b"") for s in h.sent("pool_events")), "what older workers read"
 
 
 async def test_housekeeping_removes_keys_past_the_horizon(hd: Harness) -> None:

@@ -17,6 +17,7 @@ from routing.lifecycle import touch
 from routing.model import Load
 from routing.policy import Dedupe, parse_policy
 from schemas.events import Contact, LeadActivity
+from schemas.internal import POOL_EVENT, LeadArrived
 from tests.factories import NOW, apply, make_deal, make_lead, make_policy, make_rep, make_view
 
 SECRET = b"s" * 32
@@ -220,3 +221,15 @@ def test_a_merged_duplicate_leaves_the_frame_alone() -> None:
     frame = make_view([make_rep(rep_id="rep-a", capacity=1)], {"rep-a": 1})
     apply(frame, merged(frame))
     assert frame.open[frame.index["rep-a"]] == 1
+
+
+# --- the internal contract ---------------------------------------------------------------------------
+
+
+def test_lead_arrived_leaves_out_empty_keys_so_older_workers_read_it() -> None:
+    plain = LeadArrived(pool="p", lead=make_lead(), received_at=NOW)
+    assert b"dedupe_keys" not in plain.model_dump_json().encode()
+    keyed = plain.model_copy(update={"dedupe_keys": dedupe.keys(Contact(email="a@b.example"), SECRET)})
+    assert POOL_EVENT.validate_json(keyed.model_dump_json()) == keyed
+    with pytest.raises(ValueError, match="dedupe_keys"):
+        LeadArrived.model_validate({**plain.model_dump(mode="json"), "dedupe_keys": {"email": "jane@b.example"}})
