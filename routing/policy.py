@@ -328,7 +328,7 @@ class Dedupe(_Model):
     @model_validator(mode="after")
     def _distinct(self) -> Dedupe:
         if len(set(self.keys)) != len(self.keys):
-            raise ValueError("dedupe.keys lists a kind twice")
+            raise ValueError("dedupe.keys: a kind may be listed once")
         return self
 
 
