@@ -446,7 +446,8 @@ async def hand_back(
             if entry.sla_due is not None:
                 del t.sla[sla.timer_key(entry.sla_due, pool, lead_id)]
             set_load(ctx, cache, pool, *result.released)
-            ctx.metrics.record_release(pool)
+            if entry.holds_load:  # a duplicate released nothing: it becomes a lead of its own, with a load
+                ctx.metrics.record_release(pool)
             await take_effect(ctx, cache, pool, lead, result.assigned, entry)
             ctx.metrics.record_hand_back(trigger, result.outcome)
             log.info(

@@ -218,8 +218,11 @@ def close(
 
 
 def release(load: Load | None, entry: LedgerEntry) -> Load:
-    """The holder's load once it no longer holds the entry's lead (a claimed lead frees its holding limit too)."""
+    """The holder's load once it no longer holds the entry's lead (a claimed lead frees its holding limit too;
+    a duplicate, which never counted, frees nothing)."""
     old = load or Load()
+    if entry.duplicate_of is not None:
+        return old
     return replace(old, open=max(0, old.open - 1), claimed=max(0, old.claimed - 1) if entry.claimed else old.claimed)
 
 

@@ -108,11 +108,34 @@ async def test_after_the_original_closed_the_lead_is_decided_on_its_own(hd: Harn
 
 
 async def test_a_holder_that_left_the_pool_gets_no_duplicates(hd: Harness) -> None:
+    """The original follows the policy's on_leave: reassigned (the default), its next duplicate goes to the
+    new holder; kept by the departed rep, the next lead of the contact is decided on its own."""
     await dedupe_pool(hd, reps="abc")
     holder = (await decide(hd, "lead-1"))["rep_id"]
     await hd.route(rep_left(POOL, holder))
+    successor = hd.decisions("lead-1")[-1]["rep_id"]
+    assert successor not in (None, holder)
     d = await decide(hd, "lead-2")
-    assert d["trigger"] is None and d["rep_id"] not in (None, holder)
+    assert (d["rep_id"], d["trigger"]) == (successor, "duplicate_of")
+    keep = {"keys": ["email"], "horizon": "30d"}
+    await hd.route(policy_changed(POOL, policy(version=3, dedupe=keep, availability={"on_leave": "keep"})))
+    await hd.route(rep_left(POOL, successor))
+    d = await decide(hd, "lead-3")
+    assert d["trigger"] is None and d["rep_id"] not in (None, holder, successor)
+
+
+async def test_a_departed_holders_duplicate_is_handed_back_as_a_lead_of_its_own(hd: Harness) -> None:
+    await dedupe_pool(hd, reps="abc")
+    holder = (await decide(hd, "lead-1"))["rep_id"]
+    await decide(hd, "lead-2")
+    assert hd.open_leads(POOL)[holder] == 1
+    await hd.route(rep_left(POOL, holder), at=NOW + timedelta(minutes=5))
+    handed = {lid: hd.decisions(lid)[-1] for lid in ("lead-1", "lead-2")}
+    assert all((d["attempt"], d["trigger"]) == (2, "rep_left") for d in handed.values())
+    assert hd.entry(POOL, "lead-2").get("duplicate_of") is None, "now a lead of its own"
+    loads = hd.open_leads(POOL)
+    assert loads[holder] == 0, "one release: the original's; the duplicate never counted"
+    assert sum(loads.values()) == 2 and all(loads[d["rep_id"]] == 1 for d in handed.values())
 
 
 async def test_an_away_holder_gets_no_duplicates(hd: Harness) -> None:

@@ -418,3 +418,27 @@ def test_a_deal_on_a_duplicate_releases_nothing_in_the_replay() -> None:
     contents["pool_events"].append(Record(last.partition, last.offset + 1, b"a", ev.model_dump_json().encode()))
     report = run(contents)
     assert report.ok, report.problems()
+
+
+def test_a_duplicate_handed_back_becomes_a_lead_of_its_own_in_the_replays() -> None:
+    """L2 joined L1 at r1 (no load); an hour later r1 hands it back and r2 takes it: from then on it holds
+    one open lead of r2, and r1 released nothing for it."""
+    reps = [RepUpdated(rep_id=r, pools=["a"], capacity=1) for r in ("r1", "r2")]
+    l1, l2 = lead("L1", pool="a"), lead("L2", pool="a")
+    t = Record(0, 0, None, None).timestamp
+    d2 = decision("L2", "a", "r1").model_copy(update={"trigger": "duplicate_of"})
+    decisions = [decision("L1", "a", "r1", capacity=1), d2, attempt(d2, 2, "r2", ["r1"], t + HOUR_MS)]
+    log = [*(RepChanged(pool="a", rep_id=r.rep_id, profile=r) for r in reps), arrived(l1, "a"), arrived(l2, "a")]
+    log.append(RepChanged(pool="a", rep_id="r1", profile=reps[0]))  # a later record: the replay places attempt 2
+    p = home_partition("a", SETTINGS.partitions)
+    stamps = [t, t, t, t, t + 2 * HOUR_MS]
+    contents = topics([l1, l2], decisions, reps, [])
+    contents["pool_events"] = [
+        Record(p, i, b"a", ev.model_dump_json().encode(), ts)
+        for i, (ev, ts) in enumerate(zip(log, stamps, strict=True))
+    ]
+    contents["route"] = route_rows(1, 1)
+    report = run(contents)
+    assert report.ok, report.problems()
+    contents["route"] = route_rows(0, 1)  # r1 released a load it never had for the duplicate
+    assert run(contents).state_mismatches == ["a|r1: table 0 != replay 1"]
