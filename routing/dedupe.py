@@ -198,6 +198,8 @@ def merge(lead: LeadCreated, frame: PoolFrame, policy: Policy, match: Match, *, 
         status=OPEN,
         rep_id=match.rep_id,
         value=lead.estimated_value or 0.0,
+        # a deal on it teaches the pool's model like any other (same decay); no features: none were scored
+        half_life=policy.learning.half_life_days if policy.learning is not None else None,
         duplicate_of={"lead_id": match.lead_id, "kind": match.kind},
     )
     return Assigned(decision, entry, None, None, duplicate=False)

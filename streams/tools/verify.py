@@ -62,6 +62,7 @@ class Report:
     conflicting_decisions: list[str] = field(default_factory=list)  # a lead with two different owners
     repeated_holders: list[str] = field(default_factory=list)  # an attempt given to a previous holder
     reassignments: int = 0  # decisions of attempt 2 and later (follow-up timers)
+    contact_duplicates: int = 0  # leads sent to the holder of an open lead of the same contact (no load)
     lost_leads: list[str] = field(default_factory=list)
     skipped_offsets: list[str] = field(default_factory=list)
     capacity_violations: list[str] = field(default_factory=list)
@@ -113,6 +114,7 @@ class Report:
             row("duplicate decisions (same id)", self.duplicate_decisions, True),
             row("I1 conflicting decisions", len(self.conflicting_decisions), not self.conflicting_decisions),
             row("reassignments (attempt > 1)", self.reassignments),
+            row("duplicates (trigger duplicate_of)", self.contact_duplicates),
             row("I1 attempt to a previous holder", len(self.repeated_holders), not self.repeated_holders),
             row("I1 lost leads", len(self.lost_leads), not self.lost_leads),
             row("I2 capacity violations", len(self.capacity_violations), not self.capacity_violations),
@@ -233,6 +235,7 @@ def _chains(report: Report, decisions: dict[str, list[tuple[Any, AssignmentDecis
             if d.rep_id is not None:
                 held.append(d.rep_id)
             report.reassignments += d.attempt > 1
+            report.contact_duplicates += d.trigger == DUPLICATE_OF
         chains[lead_id] = chain
     return chains
 

@@ -233,3 +233,10 @@ def test_lead_arrived_leaves_out_empty_keys_so_older_workers_read_it() -> None:
     assert POOL_EVENT.validate_json(keyed.model_dump_json()) == keyed
     with pytest.raises(ValueError, match="dedupe_keys"):
         LeadArrived.model_validate({**plain.model_dump(mode="json"), "dedupe_keys": {"email": "jane@b.example"}})
+
+
+def test_a_duplicate_in_a_learning_pool_keeps_the_pools_half_life() -> None:
+    learning = make_policy(dedupe={}, learning={"half_life_days": 45})
+    match = dedupe.Match("email", "lead-1", "rep-a", "2024-06-01T11:00:00.000000Z")
+    frame = make_view([make_rep(rep_id="rep-a")])
+    assert dedupe.merge(make_lead(lead_id="lead-2"), frame, learning, match, now=NOW).entry.half_life == 45

@@ -397,7 +397,8 @@ def duplicate_run(holder_available: bool = True, open_r1: int = 1) -> dict[str, 
 def test_a_duplicate_at_a_full_holder_is_no_overload_and_holds_no_load() -> None:
     report = run(duplicate_run())
     assert report.ok, report.problems()
-    assert report.checked_in_pool_log == 2
+    assert report.checked_in_pool_log == 2 and report.contact_duplicates == 1
+    assert "| duplicates (trigger duplicate_of)  |        1 |" in report.table()
 
 
 def test_loads_that_counted_a_duplicate_are_reported() -> None:
