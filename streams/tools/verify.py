@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from routing import availability
 from routing.decide import accepted
 from routing.dedupe import TRIGGER as DUPLICATE_OF
 from routing.model import Rep
@@ -413,31 +414,73 @@ def _replay_pool_log(report: Report, chains: Chains, pool_log: _PoolLog, partiti
     capacity then (I2, counted from the decisions, deals and closing activity, not from the worker's
     tables: a table that lost writes cannot vouch for itself).
 
-    Follow-up reassignments are not in the pool log: they happen when a timer fires (their decided_at).
-    The replay lets a reassignment release its silent holder at the first event up to ROSTER_SLACK_MS
-    after it and count the new holder only from the first event ROSTER_SLACK_MS after it, so clock
-    overlap can hide an overload but never invent one (each reassignment's own facts are checked too)."""
+    A hand-back (trigger rep_left / rep_unavailable) is decided at the roster record that caused it, with
+    that record's log time: the replay applies it right after that record. Other reassignments are not in
+    the pool log (a timer fired, or capacity freed): the replay lets one release its silent holder at the
+    first event up to ROSTER_SLACK_MS after it and count the new holder only from the first event
+    ROSTER_SLACK_MS after it, so clock overlap can hide an overload but never invent one (each
+    reassignment's own facts are checked too). A lead's attempts always apply in order: a release waits
+    for nothing, it first applies the lead's earlier takes still held back by the slack."""
     first = {lead_id: chain[0][1] for lead_id, chain in chains.items()}
     checked: set[str] = set()
     for partition, events in pool_log.partitions.items():
         steps = sorted(
-            ((int(d.decided_at.timestamp() * 1000), lead_id, d.attempt), d, prev.rep_id)
+            ((round(d.decided_at.timestamp() * 1000), lead_id, d.attempt), d, prev.rep_id)
             for lead_id, chain in chains.items()
             for (_, prev), (_, d) in itertools.pairwise(chain)
             if home_partition(d.pool, partitions) == partition
         )
-        releases, takes = deque(steps), deque(steps)
-        replay = _Replay(report, first, checked)
-        for ts, ev in events:
-            while releases and releases[0][0][0] <= ts + ROSTER_SLACK_MS:
-                (_, lead_id, _), d, silent = releases.popleft()
-                replay.release(lead_id, d, silent)
-            while takes and takes[0][0][0] <= ts - ROSTER_SLACK_MS:
-                (_, lead_id, _), d, _ = takes.popleft()
-                replay.take(lead_id, d)
-            replay.event(ev)
+        _Attempts(_Replay(report, first, checked), steps).replay(events)
     report.checked_in_pool_log = len(checked)
     return checked
+
+
+class _Attempts:
+    """The later attempts of one pool-log partition's leads, applied to its replay in log order."""
+
+    def __init__(self, replay: _Replay, steps: list[Any]) -> None:
+        self.r = replay
+        self.at_roster: dict[tuple[str, str | None, int], list[Any]] = defaultdict(list)
+        self.timed: list[Any] = []
+        self.by_lead: dict[str, list[Any]] = defaultdict(list)
+        self.taken: set[tuple[str, int]] = set()
+        for step in steps:
+            (ts_ms, lead_id, _), d, silent = step
+            self.by_lead[lead_id].append(step)
+            if d.trigger in (availability.LEFT, availability.UNAVAILABLE):
+                self.at_roster[(d.pool, silent, ts_ms)].append(step)
+            else:
+                self.timed.append(step)
+
+    def take(self, step: Any) -> None:
+        (_, lead_id, attempt), d, _ = step
+        if (lead_id, attempt) not in self.taken:
+            self.taken.add((lead_id, attempt))
+            self.r.take(lead_id, d)
+
+    def release(self, step: Any) -> None:
+        (_, lead_id, attempt), d, silent = step
+        for earlier in self.by_lead[lead_id]:  # a lead's attempts apply in order
+            if earlier[0][2] < attempt:
+                self.take(earlier)
+        self.r.release(lead_id, d, silent)
+
+    def replay(self, events: list[tuple[int, Any]]) -> None:
+        releases, takes = deque(self.timed), deque(self.timed)
+        for ts, ev in events:
+            while releases and releases[0][0][0] <= ts + ROSTER_SLACK_MS:
+                self.release(releases.popleft())
+            while takes and takes[0][0][0] <= ts - ROSTER_SLACK_MS:
+                self.take(takes.popleft())
+            self.r.event(ev)
+            if isinstance(ev, RepChanged):  # the hand-backs this roster record caused, right after it
+                for step in self.at_roster.pop((ev.pool, ev.rep_id, ts), []):
+                    self.release(step)
+                    self.take(step)
+        for leftover in self.at_roster.values():  # their roster record was not found: at the end
+            for step in leftover:
+                self.release(step)
+                self.take(step)
 
 
 def _check_capacity(report: Report, chains: Chains) -> None:

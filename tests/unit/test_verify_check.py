@@ -443,3 +443,36 @@ def test_a_duplicate_handed_back_becomes_a_lead_of_its_own_in_the_replays() -> N
     assert report.ok, report.problems()
     contents["route"] = route_rows(0, 1)  # r1 released a load it never had for the duplicate
     assert run(contents).state_mismatches == ["a|r1: table 0 != replay 1"]
+
+
+def hand_back_run() -> dict[str, list[Any]]:
+    """r1, r2, r3 hold one lead each at most. L goes to r1; r1 leaves (L to r2, attempt 2) and two seconds
+    later r2 leaves (L to r3, attempt 3) and comes back; M arrives and goes to r2, free again. Hand-backs
+    happen at their roster record: with the slack rule, attempt 3's release came before attempt 2's take
+    and r2 looked overloaded."""
+    reps = {r: RepUpdated(rep_id=r, pools=["a"], capacity=1) for r in ("r1", "r2", "r3")}
+    lead_l, lead_m = lead("L", pool="a"), lead("M", pool="a")
+    t = Record(0, 0, None, None).timestamp
+    d = decision("L", "a", "r1", capacity=1)
+    second = attempt(d, 2, "r2", ["r1"], t + 1000).model_copy(update={"trigger": "rep_left"})
+    third = attempt(d, 3, "r3", ["r1", "r2"], t + 3000).model_copy(update={"trigger": "rep_left"})
+    m = decision("M", "a", "r2", capacity=1)
+    contents = topics([lead_l, lead_m], [d, second, third, m], list(reps.values()), [])
+    log: list[tuple[Any, int]] = [(RepChanged(pool="a", rep_id=r, profile=p), t) for r, p in reps.items()]
+    log += [
+        (arrived(lead_l, "a"), t),
+        (RepChanged(pool="a", rep_id="r1", profile=None), t + 1000),
+        (RepChanged(pool="a", rep_id="r2", profile=None), t + 3000),
+        (RepChanged(pool="a", rep_id="r2", profile=reps["r2"]), t + 4000),
+        (arrived(lead_m, "a"), t + 10_000),
+    ]
+    p = home_partition("a", SETTINGS.partitions)
+    contents["pool_events"] = [Record(p, i, b"a", ev.model_dump_json().encode(), ts) for i, (ev, ts) in enumerate(log)]
+    return contents
+
+
+def test_hand_backs_apply_at_their_roster_record_in_the_replay() -> None:
+    report = run(hand_back_run(), state=False)
+    assert report.capacity_violations == [], report.capacity_violations
+    assert report.ok, report.problems()
+    assert report.reassignments == 2
