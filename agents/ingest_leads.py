@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from routing import dedupe
 from routing.territory import resolve_pool
 from schemas.events import LeadCreated
 from schemas.internal import LeadArrived, LeadUpdated, Origin
@@ -17,9 +18,17 @@ def origin_of(event: Event) -> Origin:
 
 
 def arrived(settings: Settings, event: Event) -> LeadArrived:
+    """The only place that sees `contact`: its dedupe keys are made here, and the contact goes no further."""
     lead = parse(LeadCreated, event.value, max_bytes=settings.max_payload_bytes)
     pool, _ = resolve_pool(lead, settings.territory_rules, settings.default_pool)
-    return LeadArrived(pool=pool, lead=lead, received_at=kafka_time(event), origin=origin_of(event))
+    secret = settings.dedupe_secret.get_secret_value().encode() if settings.dedupe_secret else None
+    return LeadArrived(
+        pool=pool,
+        lead=lead,
+        received_at=kafka_time(event),
+        origin=origin_of(event),
+        dedupe_keys=dedupe.keys(lead.contact, secret),
+    )
 
 
 def updated(settings: Settings, event: Event) -> LeadUpdated:

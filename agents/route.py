@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -9,11 +10,13 @@ from datetime import UTC, datetime, timedelta
 from pydantic import ValidationError
 
 from agents.ingest_claims import answer
-from routing import claims, fairness, lifecycle, sla, updates, waiting
+from routing import availability, claims, dedupe, fairness, lifecycle, sla, updates, waiting
+from routing.frame import PoolFrame
 from routing.ids import decision_id
 from routing.ledger import (
     CLAIMABLE,
     MOVED,
+    OPEN,
     WAITING,
     Assigned,
     LedgerEntry,
@@ -45,7 +48,7 @@ from streams.runtime.boundary import kafka_time
 from streams.runtime.context import Context
 from streams.runtime.loop import Event
 from streams.runtime.poolcache import PoolCache
-from streams.runtime.tables import key
+from streams.runtime.tables import SEP, key
 from streams.web import logs
 
 log = logging.getLogger("leadrelay.route")
@@ -54,6 +57,7 @@ FOLLOW_UP, WINDOW, MAX_WAIT = "follow_up", "claim_window", "max_wait"  # the kin
 DRAIN_ROWS = 200  # waiting leads looked at per record that freed capacity at most
 WAIT_GAUGE_ROWS = 10_000  # waiting leads counted for the gauge at most
 FIRE_ROWS = 1000  # follow-up timers fired per housekeeping step and task at most (the rest: next step)
+HAND_BACK_ROWS = 100_000  # open leads of one rep looked at per roster change (a rep's capacity at most)
 
 
 async def on_lead(ctx: Context, cache: PoolCache, ev: LeadArrived, now: datetime) -> None:
@@ -66,29 +70,110 @@ async def on_lead(ctx: Context, cache: PoolCache, ev: LeadArrived, now: datetime
     if stored is not None and not back:
         decision = AssignmentDecision.model_validate(stored["decision"])
         ctx.metrics.record_duplicate(ev.pool)
-        await ctx.topics.assignments.send(key=lead.lead_id.encode(), value=dump(decision))
-        return
-    frame, policy = cache.frame(ev.pool), cache.policy(ev.pool)
-    if ev.attempt is None:
-        result = assign(lead, frame, policy, None, now=now)
+    elif ev.attempt is None:
+        decision = decide_and_record(ctx, cache, ev, now)
     else:
-        holders = tuple(ev.previous_holders)
-        result = updates.moved_in(lead, frame, policy, ev.attempt, holders, ev.moved_from, now=now)
+        await moved_here(ctx, cache, ev, LedgerEntry.from_dict(stored) if stored else None, now)
+        return
+    await ctx.topics.assignments.send(key=lead.lead_id.encode(), value=dump(decision))
+
+
+async def moved_here(
+    ctx: Context, cache: PoolCache, ev: LeadArrived, before: LedgerEntry | None, now: datetime
+) -> None:
+    """A lead an update moved here: its next attempt, previous holders excluded (no dedupe: it is not new)."""
+    assert ev.attempt is not None
+    frame, policy = cache.frame(ev.pool), cache.policy(ev.pool)
+    holders = tuple(ev.previous_holders)
+    result = updates.moved_in(ev.lead, frame, policy, ev.attempt, holders, ev.moved_from, now=now)
     latency = (datetime.now(UTC) - ev.received_at).total_seconds()  # latency: wall clock
-    await settle(ctx, cache, ev.pool, lead, result, now, latency)
-    log.debug("decided %s", result.decision.reason, extra={"rep_id": result.decision.rep_id})
+    await settle(ctx, cache, ev.pool, ev.lead, result, before, now, latency)
 
 
 async def settle(
-    ctx: Context, cache: PoolCache, pool: str, lead: LeadCreated, result: Assigned, now: datetime, latency: float | None
+    ctx: Context,
+    cache: PoolCache,
+    pool: str,
+    lead: LeadCreated,
+    result: Assigned,
+    before: LedgerEntry | None,
+    now: datetime,
+    latency: float | None = None,
 ) -> None:
-    """A decision that may leave the lead waiting (a first sight, a move, an update decided again): with
-    the policy's `waiting` and everyone full it joins the pool's queue; then it takes effect."""
+    """A decision that may leave the lead waiting (a move, an update decided again): with the policy's
+    `waiting` and everyone full it joins the pool's queue; then it takes effect."""
     policy = cache.policy(pool)
     if waiting.waits(result.decision, policy):
         result = waiting.start(result, lead, policy, now=now)
         ctx.tables.wait[wait_key(pool, result.entry)] = {"since": sla.stamp(now)}
-    await take_effect(ctx, cache, pool, lead, result, latency)
+    await take_effect(ctx, cache, pool, lead, result, before, latency)
+
+
+def decide_and_record(ctx: Context, cache: PoolCache, ev: LeadArrived, now: datetime) -> AssignmentDecision:
+    """First sight of a lead: decide, write ledger then state, keep the frame and metrics current."""
+    t, m = ctx.tables, ctx.metrics
+    frame, policy = cache.frame(ev.pool), cache.policy(ev.pool)
+    match = duplicate_of(ctx, ev, frame, policy, now)
+    result = (
+        dedupe.merge(ev.lead, frame, policy, match, now=now) if match else assign(ev.lead, frame, policy, None, now=now)
+    )
+    decision = result.decision
+    if waiting.waits(decision, policy):
+        result = waiting.start(result, ev.lead, policy, now=now)
+        t.wait[wait_key(ev.pool, result.entry)] = {"since": sla.stamp(now)}
+    t.ledger[key(ev.pool, ev.lead.lead_id)] = result.entry.to_dict()
+    track(ctx, ev.pool, ev.lead, None, result.entry)
+    start_timer(ctx, ev.pool, ev.lead, result.entry)
+    if result.load is not None and decision.rep_id is not None:
+        t.loads[key(ev.pool, decision.rep_id)] = result.load.to_dict()
+        frame.set_load(decision.rep_id, result.load)
+        m.set_rep_load(ev.pool, decision.rep_id, result.load.open, frame.limit(decision.rep_id))
+    if result.state is not None:
+        t.pools[ev.pool] = result.state.to_dict()
+        frame.set_state(result.state)
+    if match is not None:
+        m.record_contact_duplicate(ev.pool, match.kind)
+        log.info("duplicate of lead %s (same %s): to its holder", match.lead_id, match.kind)
+    else:
+        keep_keys(ctx, ev, policy, decision, now)
+    m.record_decision(decision, (datetime.now(UTC) - ev.received_at).total_seconds())  # latency: wall clock
+    cache.touched.add(ev.pool)  # its pool gauges: once per batch, in pool_gauges
+    log.debug("decided %s", decision.reason, extra={"rep_id": decision.rep_id, "decision_id": decision.decision_id})
+    return decision
+
+
+def duplicate_of(ctx: Context, ev: LeadArrived, frame: PoolFrame, policy: Policy, now: datetime) -> dedupe.Match | None:
+    """The open lead of this pool that the new lead repeats, by the policy's dedupe keys in their order."""
+    if policy.dedupe is None:
+        return None
+    if ctx.settings.dedupe_secret is None:
+        unkeyed(ev.pool)
+        return None
+    t, candidates = ctx.tables, []
+    for kind in policy.dedupe.keys:
+        hashed = ev.dedupe_keys.get(kind)
+        stored = t.dedupe.get(dedupe.row_key(ev.pool, kind, hashed)) if hashed else None
+        if stored is not None:
+            entry = t.ledger.get(key(ev.pool, str(stored["lead_id"])))
+            candidates.append((kind, stored, LedgerEntry.from_dict(entry) if entry else None))
+    return dedupe.find(candidates, frame, policy.dedupe, now)
+
+
+@functools.cache
+def unkeyed(pool: str) -> None:
+    """Once per pool and process: a policy asks for dedupe, but without a secret no lead has keys."""
+    log.warning("pool %s has a dedupe policy but dedupe_secret is unset: no duplicates are found", pool)
+
+
+def keep_keys(ctx: Context, ev: LeadArrived, policy: Policy, decision: AssignmentDecision, now: datetime) -> None:
+    """A lead decided on its own takes over the rows of its keys: later duplicates join it while it is open
+    with a holder (also one it gets later: a claim, capacity freed). A duplicate never takes a row."""
+    if policy.dedupe is None:
+        return
+    for kind in policy.dedupe.keys:
+        hashed = ev.dedupe_keys.get(kind)
+        if hashed:
+            ctx.tables.dedupe[dedupe.row_key(ev.pool, kind, hashed)] = dedupe.row(ev.lead.lead_id, decision.rep_id, now)
 
 
 def pool_gauges(ctx: Context, cache: PoolCache) -> None:
@@ -107,6 +192,25 @@ def pool_gauges(ctx: Context, cache: PoolCache) -> None:
         if policy.waiting is not None or ctx.tables.wait.prefixed(pool + waiting.SEP, 1):
             m.set_waiting(pool, len(ctx.tables.wait.prefixed(pool + waiting.SEP, WAIT_GAUGE_ROWS)))
     cache.touched.clear()
+
+
+def holder(entry: LedgerEntry | None) -> str | None:
+    return entry.rep_id if entry is not None and entry.status == OPEN else None
+
+
+def track(ctx: Context, pool: str, lead: LeadCreated | str, before: LedgerEntry | None, after: LedgerEntry) -> None:
+    """The `held` row of the lead's holder follows the ledger: a new holder gets one (with the lead, without
+    contact data, so a hand-back can decide it again), a holder that let go loses it. Written with every
+    ledger change of holder, in the same transaction."""
+    old, new = holder(before), holder(after)
+    if old == new:
+        return
+    lead_id = lead if isinstance(lead, str) else lead.lead_id
+    if old is not None:
+        del ctx.tables.held[key(pool, old, lead_id)]
+    if new is not None:
+        assert not isinstance(lead, str), "a new holder needs the lead"
+        ctx.tables.held[key(pool, new, lead_id)] = {"lead": lead.model_dump(mode="json")}
 
 
 def start_timer(ctx: Context, pool: str, lead: LeadCreated, entry: LedgerEntry) -> None:
@@ -159,7 +263,7 @@ async def drain(ctx: Context, cache: PoolCache, pool: str, now: datetime) -> int
             del t.wait[row_key]
             if entry.sla_due is not None:
                 del t.sla[sla.timer_key(entry.sla_due, pool, lead_id)]
-            await take_effect(ctx, cache, pool, lead, new)
+            await take_effect(ctx, cache, pool, lead, new, entry)
             ctx.metrics.record_waiting(pool, "assigned")
             log.info(
                 "capacity freed: waiting lead -> %s after %.0fs",
@@ -179,7 +283,7 @@ async def end_wait(
     t = ctx.tables
     new = waiting.timed_out(lead, cache.frame(pool), cache.policy(pool), entry, now=now)
     del t.wait[wait_key(pool, entry)]
-    await take_effect(ctx, cache, pool, lead, new)
+    await take_effect(ctx, cache, pool, lead, new, entry)
     ctx.metrics.record_waiting(pool, "timed_out")
     log.info("max wait: the lead goes to the open pool after %.0fs", new.entry.waited_seconds or 0.0)
 
@@ -194,13 +298,20 @@ def set_load(ctx: Context, cache: PoolCache, pool: str, rep_id: str, load: Load)
 
 
 async def take_effect(
-    ctx: Context, cache: PoolCache, pool: str, lead: LeadCreated, new: Assigned, latency: float | None = None
+    ctx: Context,
+    cache: PoolCache,
+    pool: str,
+    lead: LeadCreated,
+    new: Assigned,
+    before: LedgerEntry | None,
+    latency: float | None = None,
 ) -> None:
-    """A decision (first sight, SLA, claim, claim window, capacity freed, max wait, update): its ledger entry
-    and timer, the new holder's load, the pool's state, the decision out; the pool's gauges after the batch.
-    A timer's decision has no latency (None)."""
+    """A later attempt's decision (SLA, hand-back, claim, claim window, capacity freed, max wait, update,
+    move): its ledger entry, holder row and timer, the new holder's load, the pool's state, the decision
+    out; the pool's gauges after the batch. A timer's decision has no latency (None)."""
     t = ctx.tables
     t.ledger[key(pool, lead.lead_id)] = new.entry.to_dict()
+    track(ctx, pool, lead, before, new.entry)
     start_timer(ctx, pool, lead, new.entry)
     if new.load is not None and new.decision.rep_id is not None:
         set_load(ctx, cache, pool, new.decision.rep_id, new.load)
@@ -235,9 +346,12 @@ async def on_update(ctx: Context, cache: PoolCache, ev: LeadUpdated, now: dateti
         set_load(ctx, cache, ev.pool, *u.released)
         ctx.metrics.record_release(ev.pool)
     if u.assigned is not None:
-        await settle(ctx, cache, ev.pool, lead, u.assigned, now, None)
+        await settle(ctx, cache, ev.pool, lead, u.assigned, entry, now)
     elif u.entry is not None:
         t.ledger[key(ev.pool, lead.lead_id)] = u.entry.to_dict()
+        track(ctx, ev.pool, lead, entry, u.entry)  # a move: the holder row goes
+        if u.outcome == "kept" and entry.rep_id is not None:  # its row holds the new version for a hand-back
+            t.held[key(ev.pool, entry.rep_id, lead.lead_id)] = {"lead": lead.model_dump(mode="json")}
         start_timer(ctx, ev.pool, lead, u.entry)  # the same row, now holding the new version
         if u.entry.status == WAITING:
             t.wait[wait_key(ev.pool, u.entry)] = {"since": sla.stamp(now)}
@@ -310,6 +424,7 @@ def on_activity(ctx: Context, cache: PoolCache, ev: ActivityArrived, now: dateti
     if result.outcome == "ignored":
         return
     t.ledger[ledger_key] = result.entry.to_dict()
+    track(ctx, ev.pool, act.lead_id, entry, result.entry)
     if result.outcome == "closed":
         leave_queue(ctx, ev.pool, entry)
     if result.stopped is not None:
@@ -366,7 +481,7 @@ async def close_window(
         t.ledger[key(pool, lead.lead_id)] = replace(entry, sla_due=None).to_dict()
         log.info("claim window closed, nobody eligible: the lead stays in the open pool")
         return
-    await take_effect(ctx, cache, pool, lead, new)
+    await take_effect(ctx, cache, pool, lead, new, entry)
     ctx.metrics.record_sla("window_assigned")
 
 
@@ -381,7 +496,7 @@ async def reassign(
     new = result.assigned
     set_load(ctx, cache, pool, *result.released)
     m.record_release(pool)
-    await take_effect(ctx, cache, pool, lead, new)
+    await take_effect(ctx, cache, pool, lead, new, entry)
     m.record_sla(result.outcome)
     log.info(
         "follow-up SLA: %s -> %s (attempt %d)",
@@ -410,26 +525,73 @@ async def on_claim(ctx: Context, cache: PoolCache, ev: ClaimArrived, now: dateti
     result = claims.claim(lead, frame, policy, entry, c.rep_id, load, now=now)
     new = result.assigned
     if new is not None:
-        await take_effect(ctx, cache, ev.pool, lead, new)
+        await take_effect(ctx, cache, ev.pool, lead, new, entry)
     await answer(ctx, c, ev.pool, result.reason, result.detail, now, new.decision if new else None)
 
 
-def on_rep(ctx: Context, cache: PoolCache, ev: RepChanged) -> None:
+async def on_rep(ctx: Context, cache: PoolCache, ev: RepChanged, now: datetime) -> None:
+    """A roster change: the rep's row and the pool's members; a rep coming back starts its ramp-up (`now`,
+    the log time); one leaving or turning unavailable hands back leads as the pool's policy says."""
     t = ctx.tables
     rep_key = key(ev.pool, ev.rep_id)
+    stored = t.reps.get(rep_key)
+    before = Rep.from_dict(stored) if stored else None
+    after = Rep.from_event(ev.profile, ev.pool) if ev.profile is not None else None
+    if after is not None and before is not None:
+        after = replace(after, returned_at=now if availability.came_back(before, after) else before.returned_at)
     state = cache.state(ev.pool)
     cursor = state.cursor
     if ev.profile is None and cursor == ev.rep_id:  # rare: only then is the roster order worth a frame
         cursor = cursor_after_leaving(cache.frame(ev.pool).rotation_ids(), cursor, ev.rep_id)
-    if ev.profile is not None:
-        t.reps[rep_key] = Rep.from_event(ev.profile, ev.pool).to_dict()
-    elif t.reps.get(rep_key) is not None:
+    if after is not None:
+        t.reps[rep_key] = after.to_dict()
+    elif stored is not None:
         del t.reps[rep_key]  # its load row stays: the leads it holds are still open until they close
         ctx.metrics.forget_rep(ev.pool, ev.rep_id)
     members = tuple(with_member(list(state.members), ev.rep_id, ev.profile is not None))
     if members != state.members or cursor != state.cursor:
         t.pools[ev.pool] = replace(state, members=members, cursor=cursor).to_dict()
     cache.drop(ev.pool)  # structural change: the frame is rebuilt on the next lead
+    trigger = availability.departure(before, after, cache.policy(ev.pool).availability)
+    if trigger is not None:
+        await hand_back(ctx, cache, ev.pool, ev.rep_id, trigger, availability.state(after), now)
+
+
+async def hand_back(
+    ctx: Context, cache: PoolCache, pool: str, rep_id: str, trigger: str, state: str | None, now: datetime
+) -> None:
+    """The rep's open leads (`rep_left`) or its untouched ones (`rep_unavailable`) go to their next attempt,
+    in the roster change's transaction: reassigned with previous holders excluded, else to the open pool.
+    Leads it got before holder rows existed (0.2) have none and stay with it."""
+    t = ctx.tables
+    for row_key, row in t.held.prefixed(key(pool, rep_id) + SEP, HAND_BACK_ROWS):
+        lead_id = row_key.rsplit(SEP, 1)[1]
+        stored = t.ledger.get(key(pool, lead_id))
+        entry = LedgerEntry.from_dict(stored) if stored else None
+        if entry is None or holder(entry) != rep_id:
+            del t.held[row_key]  # left behind
+            continue
+        if trigger == availability.UNAVAILABLE and entry.touched_at is not None:
+            continue  # worked on: the rep keeps it
+        lead = LeadCreated.model_validate(row["lead"])
+        with logs.bind(lead_id=lead_id, pool=pool):
+            load = Load.from_dict(t.loads.get(key(pool, rep_id)))
+            frame, policy = cache.frame(pool), cache.policy(pool)
+            result = lifecycle.hand_back(lead, frame, policy, entry, load, now=now, trigger=trigger, state=state)
+            if entry.sla_due is not None:
+                del t.sla[sla.timer_key(entry.sla_due, pool, lead_id)]
+            set_load(ctx, cache, pool, *result.released)
+            if entry.holds_load:  # a duplicate released nothing: it becomes a lead of its own, with a load
+                ctx.metrics.record_release(pool)
+            await take_effect(ctx, cache, pool, lead, result.assigned, entry)
+            ctx.metrics.record_hand_back(trigger, result.outcome)
+            log.info(
+                "%s: %s -> %s",
+                trigger,
+                rep_id,
+                result.assigned.decision.rep_id or "open pool",
+                extra={"rep_id": result.assigned.decision.rep_id, "decision_id": result.assigned.decision.decision_id},
+            )
 
 
 def on_deal(ctx: Context, cache: PoolCache, ev: DealArrived, now: datetime) -> None:
@@ -450,6 +612,7 @@ def on_deal(ctx: Context, cache: PoolCache, ev: DealArrived, now: datetime) -> N
     frame = cache.cached(ev.pool)
     if result.entry is not None:
         t.ledger[ledger_key] = result.entry.to_dict()
+        track(ctx, ev.pool, deal.lead_id, entry, result.entry)
         leave_queue(ctx, ev.pool, entry)  # a max_wait timer is left behind, dropped when due
     if result.released is not None:
         rep_id, new_load = result.released
@@ -506,14 +669,23 @@ def on_expire(ctx: Context, pool: str, lead_ids: list[str], now: datetime) -> No
 
 
 async def housekeeping(ctx: Context, cache: PoolCache, now: datetime) -> None:
-    """Due follow-up timers fire; closed ledger entries past retention leave, a bounded sweep step at a
-    time; both in the task's own transaction. `now` is the wall clock: the one clock input of a timer's
-    decision, recorded as its decided_at."""
+    """Due follow-up timers fire; waiting leads get another look; closed ledger entries past retention and
+    dedupe keys past their horizon leave, a bounded sweep step at a time; all in the task's own
+    transaction. `now` is the wall clock: the one clock input of a timer's decision, recorded as its
+    decided_at."""
     await fire_timers(ctx, cache, now)
+    for pool, _ in ctx.tables.pools.items():  # a few pools per partition
+        if ctx.tables.wait.prefixed(pool + waiting.SEP, 1):
+            # Capacity can grow without a record (a ramp-up goes on, a rep's shift starts), and a freeing
+            # record tries DRAIN_ROWS leads at most: each step gives the waiting leads another look.
+            await drain(ctx, cache, pool, now)
     retention = timedelta(days=ctx.settings.ledger_retention_days)
     for ledger_key, stored in ctx.tables.ledger.sweep(SWEEP_ROWS):
         if stored and expired(LedgerEntry.from_dict(stored), now=now, retention=retention):
             del ctx.tables.ledger[ledger_key]
+    for row_key, stored in ctx.tables.dedupe.sweep(SWEEP_ROWS):  # past the horizon, or the pool dropped dedupe
+        if not dedupe.live(stored, cache.policy(row_key.partition(SEP)[0]).dedupe, now):
+            del ctx.tables.dedupe[row_key]
 
 
 async def handle_event(ctx: Context, cache: PoolCache, event: Event) -> None:
@@ -532,7 +704,7 @@ async def handle_event(ctx: Context, cache: PoolCache, event: Event) -> None:
             await on_update(ctx, cache, ev, now)
         await drain(ctx, cache, ev.pool, now)  # a holder let go of the lead
     elif isinstance(ev, RepChanged):
-        on_rep(ctx, cache, ev)
+        await on_rep(ctx, cache, ev, now)
         await drain(ctx, cache, ev.pool, now)  # a new rep, or more capacity
     elif isinstance(ev, DealArrived):
         on_deal(ctx, cache, ev, now)

@@ -74,6 +74,7 @@ class _Relax:
     drop_all: bool = False
     all_tiers: bool = False
     ignore_hours: bool = False
+    states: set[str] = field(default_factory=set)  # availability tiers accepted besides "available"
 
     def apply(self, step: Relaxation) -> str:
         said = []
@@ -90,6 +91,12 @@ class _Relax:
             self.ignore_hours = True
             said.append("ignored working hours")
         return "; ".join(said) or "no-op"
+
+
+def accepted(state: str) -> str:
+    """The explanation's `relaxed` step of an availability tier (verify reads it: such a decision may go
+    to a rep in that state)."""
+    return f"accepted {state} reps"
 
 
 def lead_value(lead: LeadCreated, policy: Policy) -> float:
@@ -220,13 +227,20 @@ def _eligibility(
     excluded = _excluded(frame, exclude, no)
     tier_bad = _tier_not_allowed(frame, r, policy, relax, now, no)
     missing = _missing_tags(frame, lead, r, relax, no)
+    available = frame.available | frame.in_states(relax.states) if relax.states else frame.available
+    avail = policy.availability
+    capacity = (
+        frame.ramped_capacity(now, avail.ramp_seconds, avail.ramp_start)
+        if avail.ramp_seconds is not None
+        else frame.capacity
+    )
     checks = (
         excluded,
         ~frame.active,
-        ~frame.available,
+        ~available,
         ooo,
         off,
-        frame.open >= frame.capacity,
+        frame.open >= capacity,
         frame.day_count >= daily,
         frame.week_count >= weekly,
         value_cap,
@@ -354,6 +368,12 @@ def _evaluate(
         if mask.any():
             break
         relaxed.append(relax.apply(step))
+        mask, excluded = _eligibility(frame, lead, r, policy, now, exclude, relax)
+    for tier in policy.availability.tiers:  # nobody available qualifies: the next availability tier
+        if mask.any():
+            break
+        relax.states.add(tier)
+        relaxed.append(accepted(tier))
         mask, excluded = _eligibility(frame, lead, r, policy, now, exclude, relax)
     notes: list[str] = []
     if r.growth and policy.growth is not None and mask.any():

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from routing import performance
+from routing import availability, performance
 from routing.model import Load, PoolState, Rep
 
 F64 = npt.NDArray[np.float64]
@@ -60,6 +60,9 @@ class PoolFrame:
         self.active = np.array([r.active for r in self.reps], dtype=np.bool_)
         self.available = np.array([r.availability == "available" for r in self.reps], dtype=np.bool_)
         self.scheduled = [i for i, r in enumerate(self.reps) if r.working_hours is not None or r.out_of_office]
+        self.states = np.array([availability.state(r) for r in self.reps], dtype=object)
+        # Reps that came back at some point (ramp-up): looked at one by one, like the scheduled ones.
+        self.returning = [i for i, r in enumerate(self.reps) if r.returned_at is not None or r.out_of_office]
         inf = np.inf
         self.daily_cap = np.array([inf if r.daily_cap is None else r.daily_cap for r in self.reps], dtype=np.float64)
         self.weekly_cap = np.array([inf if r.weekly_cap is None else r.weekly_cap for r in self.reps], dtype=np.float64)
@@ -94,6 +97,21 @@ class PoolFrame:
     def limit(self, rep_id: str) -> int | None:
         """A member's capacity as a whole number, None when it has no limit (for metrics)."""
         return self.reps[self.index[rep_id]].capacity
+
+    def in_states(self, states: set[str]) -> B:
+        """Reps whose availability is one of `states` (away, offline), active ones only."""
+        return np.isin(self.states, sorted(states))
+
+    def ramped_capacity(self, now: datetime, seconds: float, start: float) -> F64:
+        """Capacity with returning reps ramped up (availability.ramp): a rep with a limit that came back
+        less than `seconds` ago has that share of it, at least one lead. The nominal column otherwise."""
+        cap = self.capacity
+        for i in self.returning:
+            share = availability.ramp(self.reps[i], now, seconds, start)
+            if share < 1.0 and np.isfinite(cap[i]):
+                cap = cap.copy() if cap is self.capacity else cap
+                cap[i] = min(cap[i], max(1.0, float(np.floor(cap[i] * share))))
+        return cap
 
     def total_capacity(self) -> int | None:
         """The active reps' capacity together; None when one of them has no limit."""

@@ -44,6 +44,8 @@ class LedgerEntry:
     waited_seconds: float | None = None  # how long the lead waited for capacity before this attempt
     moved_to: str | None = None  # status moved: the pool the lead went to (activity, deals, claims follow it)
     updated_at: str | None = None  # log time of the last update applied to the lead here
+    # A duplicate (routing/dedupe.py): lead_id and key kind of the lead it joined; it holds no load.
+    duplicate_of: Mapping[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LedgerEntry:
@@ -66,6 +68,7 @@ class LedgerEntry:
             data.get("waited_seconds"),
             data.get("moved_to"),
             data.get("updated_at"),
+            data.get("duplicate_of"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,11 +91,17 @@ class LedgerEntry:
             **({"waited_seconds": self.waited_seconds} if self.waited_seconds is not None else {}),
             **({"moved_to": self.moved_to} if self.moved_to is not None else {}),
             **({"updated_at": self.updated_at} if self.updated_at is not None else {}),
+            **({"duplicate_of": dict(self.duplicate_of)} if self.duplicate_of is not None else {}),
         }
 
     @property
     def attempt(self) -> int:
         return int(self.decision.get("attempt", 1))
+
+    @property
+    def holds_load(self) -> bool:
+        """Whether the holder's load counts this lead (a duplicate joined another lead: it does not)."""
+        return self.status == OPEN and self.rep_id is not None and self.duplicate_of is None
 
     @property
     def closed(self) -> bool:
@@ -153,10 +162,12 @@ def later_attempt(
     trigger: str,
     note: str,
     now: datetime,
+    extra: Mapping[str, Any] | None = None,
 ) -> Assigned:
     """Attempt `attempt` of a lead decided by the pool's policy, its previous `holders` excluded: the
-    decision names the trigger, the holders and (in a note) why; its entry keeps the holders. Whether a
-    decision without a rep is acceptable is the caller's call (some keep the lead where it was instead)."""
+    decision names the trigger, the holders, (in a note) why, and any `extra` fields; its entry keeps the
+    holders. Whether a decision without a rep is acceptable is the caller's call (some keep the lead where
+    it was instead)."""
     outcome = evaluate(lead, frame, policy, now=now, attempt=attempt, exclude=frozenset(holders))
     d = outcome.decision
     d = d.model_copy(
@@ -164,6 +175,7 @@ def later_attempt(
             "trigger": trigger,
             "previous_holders": list(holders) or None,
             "explanation": d.explanation.model_copy(update={"notes": [*d.explanation.notes, note]}),
+            **(extra or {}),
         }
     )
     assigned = with_lead(record(replace(outcome, decision=d), frame, policy, now=now), lead, policy, now=now)
@@ -235,7 +247,7 @@ def close(
     if entry is None:
         return Closed(None, None, credited, new_buckets, None, duplicate=False)
     released = None
-    if entry.status == OPEN and entry.rep_id is not None:
+    if entry.holds_load and entry.rep_id is not None:
         released = (entry.rep_id, release(load, entry))
     released_at = (now or deal.closed_at).isoformat()
     new_entry = replace(entry, status=deal.outcome, closed_at=deal.closed_at.isoformat(), released_at=released_at)
@@ -243,8 +255,11 @@ def close(
 
 
 def release(load: Load | None, entry: LedgerEntry) -> Load:
-    """The holder's load once it no longer holds the entry's lead (a claimed lead frees its holding limit too)."""
+    """The holder's load once it no longer holds the entry's lead (a claimed lead frees its holding limit too;
+    a duplicate, which never counted, frees nothing)."""
     old = load or Load()
+    if entry.duplicate_of is not None:
+        return old
     return replace(old, open=max(0, old.open - 1), claimed=max(0, old.claimed - 1) if entry.claimed else old.claimed)
 
 

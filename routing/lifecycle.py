@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from routing import sla
+from routing import availability, sla
 from routing.decide import Outcome, evaluate
 from routing.frame import PoolFrame
 from routing.ledger import CLAIMABLE, OPEN, Assigned, LedgerEntry, record, release, with_lead
@@ -42,7 +42,7 @@ def touch(activity: LeadActivity, entry: LedgerEntry, load: Load | None, *, now:
     by_holder = activity.rep_id is None or activity.rep_id == entry.rep_id
     if activity.kind in CLOSING_KINDS:
         released = None
-        if entry.status == OPEN and entry.rep_id is not None:
+        if entry.holds_load and entry.rep_id is not None:
             released = (entry.rep_id, release(load, entry))
         who = activity.rep_id or "the CRM"
         freed = f"; released one open lead of {entry.rep_id}" if released else ""
@@ -76,7 +76,7 @@ def touch(activity: LeadActivity, entry: LedgerEntry, load: Load | None, *, now:
 
 @dataclass(frozen=True, slots=True)
 class Expired:
-    """A follow-up timer that fired: the lead's next attempt."""
+    """A holder lost the lead (a follow-up timer fired, a hand-back): the lead's next attempt."""
 
     assigned: Assigned  # the new decision, entry, the new holder's load and the pool's state
     released: tuple[str, Load]  # the silent holder and its new load
@@ -103,19 +103,64 @@ def expire(
     `max_attempts`, or when no such rep is eligible, the lead returns to the open pool (claimable)."""
     assert entry.rep_id is not None and policy.follow_up is not None
     follow_up = policy.follow_up
-    holders = (*entry.holders, entry.rep_id)
-    attempt = entry.attempt + 1
-    outcome = evaluate(lead, frame, policy, now=now, attempt=attempt, exclude=frozenset(holders))
-    d = outcome.decision
     note = (
         f"follow-up SLA: {entry.rep_id} did not touch the lead within {follow_up.within}"
         f" (due {entry.sla_due}, fired {sla.stamp(now)})"
     )
-    exhausted = attempt > follow_up.max_attempts
-    if exhausted or d.rep_id is None:
+    exhausted = entry.attempt + 1 > follow_up.max_attempts
+    forced = f"{follow_up.max_attempts} attempt(s) without a touch" if exhausted else None
+    return take_from(lead, frame, policy, entry, silent_load, now=now, trigger=TRIGGER_SLA, note=note, forced=forced)
+
+
+def hand_back(
+    lead: LeadCreated,
+    frame: PoolFrame,
+    policy: Policy,
+    entry: LedgerEntry,
+    load: Load | None,
+    *,
+    now: datetime,
+    trigger: str,
+    state: str | None,
+) -> Expired:
+    """The holder left the pool (`rep_left`) or turned to a state the policy hands back in
+    (`rep_unavailable`, `state` names it): attempt n+1 goes to a rep that never held the lead, else (or
+    with `on_leave: open_pool`) the lead returns to the open pool. `now` is the roster change's log time."""
+    assert entry.rep_id is not None
+    if trigger == availability.LEFT:
+        note = f"{entry.rep_id} left the pool"
+        leave = policy.availability.on_leave
+        forced = "the policy sends a departed rep's leads there" if leave == "open_pool" else None
+    else:
+        note = f"{entry.rep_id} turned {state}: untouched leads are handed back"
+        forced = None
+    return take_from(lead, frame, policy, entry, load, now=now, trigger=trigger, note=note, forced=forced)
+
+
+def take_from(
+    lead: LeadCreated,
+    frame: PoolFrame,
+    policy: Policy,
+    entry: LedgerEntry,
+    holder_load: Load | None,
+    *,
+    now: datetime,
+    trigger: str,
+    note: str,
+    forced: str | None,
+) -> Expired:
+    """The lead's holder loses it: attempt n+1, its previous holders excluded, goes to the best eligible
+    rep; to the open pool instead when nobody else is eligible or `forced` says why. The holder's load is
+    released once."""
+    assert entry.rep_id is not None
+    holders = (*entry.holders, entry.rep_id)
+    attempt = entry.attempt + 1
+    outcome = evaluate(lead, frame, policy, now=now, attempt=attempt, exclude=frozenset(holders))
+    d = outcome.decision
+    if forced is not None or d.rep_id is None:
         why = (
-            f"returned to the open pool: {follow_up.max_attempts} attempt(s) without a touch"
-            if exhausted
+            f"returned to the open pool: {forced}"
+            if forced is not None
             else "returned to the open pool: no eligible rep besides its previous holders"
         )
         explanation = d.explanation.model_copy(
@@ -128,11 +173,11 @@ def expire(
         d = d.model_copy(update={"rep_id": None, "reason": "sent_to_claim_pool", "explanation": explanation})
         outcome = Outcome(d, None, value=outcome.value, route=outcome.route)
     noted = d.explanation.model_copy(update={"notes": [*d.explanation.notes, note]}) if d.rep_id else d.explanation
-    d = d.model_copy(update={"trigger": TRIGGER_SLA, "previous_holders": list(holders), "explanation": noted})
+    d = d.model_copy(update={"trigger": trigger, "previous_holders": list(holders), "explanation": noted})
     assigned = with_lead(record(replace(outcome, decision=d), frame, policy, now=now), lead, policy, now=now)
     entry_after = replace(assigned.entry, holders=holders)
     assert entry_after.status in (OPEN, CLAIMABLE)
-    released = (entry.rep_id, release(silent_load, entry))
+    released = (entry.rep_id, release(holder_load, entry))
     return Expired(
         replace(assigned, entry=entry_after),
         released,

@@ -28,6 +28,9 @@ class Rep:
     out_of_office: tuple[tuple[datetime, datetime], ...] = ()
     daily_cap: int | None = None
     weekly_cap: int | None = None
+    # Log time the rep last came back (to available and active) in this pool: its capacity ramps up from
+    # here (policy availability.ramp_up). Set by the route stage, not by the roster event.
+    returned_at: datetime | None = None
 
     @classmethod
     def from_event(cls, event: RepUpdated, pool: str | None = None) -> Rep:
@@ -71,6 +74,7 @@ class Rep:
             ),
             daily_cap=data.get("daily_cap"),
             weekly_cap=data.get("weekly_cap"),
+            returned_at=datetime.fromisoformat(back) if isinstance(back := data.get("returned_at"), str) else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,6 +83,9 @@ class Rep:
         out["hired_at"] = self.hired_at.isoformat() if self.hired_at else None
         out["working_hours"] = dict(self.working_hours) if self.working_hours is not None else None
         out["out_of_office"] = [[s.isoformat(), e.isoformat()] for s, e in self.out_of_office]
+        back = out.pop("returned_at")
+        if back is not None:
+            out["returned_at"] = back.isoformat()
         return out
 
 

@@ -287,6 +287,63 @@ class Updates(_Model):
     )
 
 
+Status = Literal["away", "offline", "inactive"]  # a rep's state other than available and active
+
+
+class Availability(_Model):
+    """What a rep's availability changes do to the leads it holds and to what it gets next
+    (docs/lifecycle.md, "Availability changes")."""
+
+    hand_back: list[Status] = Field(
+        default_factory=list,
+        description="A rep turning to one of these hands back its untouched open leads (reassigned, else the"
+        " open pool); empty: it keeps them",
+    )
+    on_leave: Literal["reassign", "open_pool", "keep"] = Field(
+        "reassign", description="A rep leaving the pool (or deleted from the roster): what happens to its open leads"
+    )
+    ramp_up: Duration | None = Field(
+        None, description="A rep back from away/offline/inactive or out of office reaches full capacity over this"
+    )
+    ramp_start: Share = Field(0.25, description="The share of its capacity a returning rep has at once")
+    tiers: Annotated[list[Literal["away", "offline"]], Field(max_length=2)] = Field(
+        default_factory=list,
+        description="When nobody available qualifies (after the strategy's relax chain), reps in these states"
+        " are accepted, one more state at a time, in this order; empty: never",
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Availability:
+        if len(set(self.tiers)) != len(self.tiers) or len(set(self.hand_back)) != len(self.hand_back):
+            raise ValueError("tiers and hand_back: a state may be listed once")
+        return self
+
+    @property
+    def ramp_seconds(self) -> float | None:
+        return duration_seconds(self.ramp_up) if self.ramp_up else None
+
+
+DedupeKind = Literal["email", "phone", "domain"]
+DEDUPE_DEFAULT: tuple[DedupeKind, ...] = ("email", "phone")  # a shared company domain is opt-in
+
+
+class Dedupe(_Model):
+    """Duplicates (docs/lifecycle.md): a lead whose dedupe key (a keyed hash of its normalised e-mail,
+    phone or company domain) names a lead of this pool still open with an available holder, decided within
+    `horizon`, goes to that holder (`trigger: duplicate_of`) and adds no load."""
+
+    keys: Annotated[list[DedupeKind], Field(min_length=1, max_length=3)] = Field(
+        default_factory=lambda: list(DEDUPE_DEFAULT), description="Key kinds looked up, in this order"
+    )
+    horizon: Duration = Field("30d", description='How long after its decision a lead takes duplicates: "30d"')
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Dedupe:
+        if len(set(self.keys)) != len(self.keys):
+            raise ValueError("dedupe.keys: a kind may be listed once")
+        return self
+
+
 class Policy(_Model):
     id: Name = "default"
     version: Annotated[int, Field(ge=1)] = 1
@@ -312,6 +369,8 @@ class Policy(_Model):
     claims: Claims = Field(default_factory=Claims)
     waiting: Waiting | None = Field(None, description="leads everyone was too full for wait for capacity; None = off")
     updates: Updates = Field(default_factory=Updates)
+    availability: Availability = Field(default_factory=Availability)
+    dedupe: Dedupe | None = Field(None, description="duplicates go to the holder of the lead they repeat; None = off")
 
     @model_validator(mode="after")
     def _strategies_exist(self) -> Policy:

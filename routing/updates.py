@@ -101,7 +101,8 @@ def apply(
         return Update("ignored", None)
     held = entry.status == OPEN and entry.rep_id is not None
     holders = (*entry.holders, entry.rep_id) if held and entry.rep_id is not None else entry.holders
-    released = (entry.rep_id, release(load, entry)) if held and entry.rep_id is not None else None
+    # A duplicate (dedupe) is held but never counted in its holder's load: nothing to release.
+    released = (entry.rep_id, release(load, entry)) if entry.holds_load and entry.rep_id is not None else None
     at = now.isoformat()
     if to_pool != frame.pool:
         closure = {

@@ -70,7 +70,15 @@ def freed(lead: LeadCreated, frame: PoolFrame, policy: Policy, entry: LedgerEntr
     waited = max(0.0, (now - since(entry)).total_seconds())
     note = f"waited {waited:.0f}s for capacity (since {since(entry).isoformat()})"
     assigned = later_attempt(
-        lead, frame, policy, entry.holders, attempt=entry.attempt + 1, trigger=TRIGGER_FREED, note=note, now=now
+        lead,
+        frame,
+        policy,
+        entry.holders,
+        attempt=entry.attempt + 1,
+        trigger=TRIGGER_FREED,
+        note=note,
+        now=now,
+        extra={"waited_seconds": waited},
     )
     if assigned.decision.rep_id is None:
         return None
@@ -96,6 +104,7 @@ def timed_out(lead: LeadCreated, frame: PoolFrame, policy: Policy, entry: Ledger
             "decided_at": now,
             "trigger": TRIGGER_MAX_WAIT,
             "previous_holders": list(entry.holders) or None,
+            "waited_seconds": waited,
             "policy_id": policy.id,
             "policy_version": policy.version,
             "explanation": old.explanation.model_copy(

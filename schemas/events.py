@@ -282,3 +282,6 @@ class AssignmentDecision(_Event):
     previous_holders: Annotated[list[Id], Field(max_length=64)] | None = Field(
         None, description="Reps that held the lead before this attempt (excluded from it), oldest first"
     )
+    waited_seconds: Annotated[float, Field(ge=0)] | None = Field(
+        None, description="capacity_freed and max_wait: how long the lead waited for capacity before this attempt"
+    )

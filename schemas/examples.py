@@ -161,6 +161,7 @@ ASSIGNMENT_DECISION: list[dict[str, Any]] = [
         "decided_at": "2026-11-27T09:14:03.512Z",
         "trigger": None,
         "previous_holders": None,
+        "waited_seconds": None,
     },
     {
         "schema_version": 1,
@@ -199,6 +200,7 @@ ASSIGNMENT_DECISION: list[dict[str, Any]] = [
         "decided_at": "2026-11-27T13:14:05.004Z",
         "trigger": "sla_expired",
         "previous_holders": ["bernd"],
+        "waited_seconds": None,
     },
 ]
 

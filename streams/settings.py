@@ -177,6 +177,12 @@ class Settings(BaseModel):
     unknown_lead_wait_seconds: Annotated[float, Field(ge=0)] = Field(
         300, description="How long a deal or activity waits for its lead's decision before going to the DLQ"
     )
+    dedupe_secret: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Key of the HMAC that turns a lead's e-mail, phone and company domain into dedupe keys (the"
+        " same on every worker; never logged). Unset: leads carry no keys and a policy's `dedupe` finds nothing",
+    )
     housekeeping_interval_seconds: Annotated[float, Field(gt=0)] = Field(
         30, description="How often expired ledger entries and parked deals are swept"
     )
@@ -289,7 +295,10 @@ class Settings(BaseModel):
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             source = _env(str(first["loc"][0])) if first["loc"] else "settings"
-            raise SettingsError(f"invalid setting {where} ({source} or config file): {first['msg']}") from exc
+            # A secret's validation error carries its input: not chained, so no traceback prints it.
+            failed = cls.model_fields.get(str(first["loc"][0])) if first["loc"] else None
+            cause = None if failed is not None and "SecretStr" in str(failed.annotation) else exc
+            raise SettingsError(f"invalid setting {where} ({source} or config file): {first['msg']}") from cause
 
     @classmethod
     def warn_unknown(cls, environ: Mapping[str, str]) -> list[str]:

@@ -25,6 +25,8 @@ ROUTE_KINDS = {
     "pools": "Members, rotation state and totals per pool",
     "policies": "Running policy per pool",
     "wait": "Leads waiting for capacity, keyed <pool>|<order>|<lead> so they scan in the order they are taken",
+    "held": "Open leads per holder, keyed <pool>|<rep>|<lead> (the lead, for a hand-back's next attempt)",
+    "dedupe": "Dedupe keys, keyed <pool>|<kind>|<hash> (a keyed hash, never the contact): the lead decided with it",
     "sla": "Follow-up timers, keyed <due>|<pool>|<lead> so they scan in due order (the lead, for its next attempt)",
 }
 MATCH_KINDS = {

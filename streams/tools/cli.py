@@ -208,13 +208,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_pool(args: argparse.Namespace) -> int:
-    from streams.tools.openpool import claimable
+    from streams.tools.openpool import claimable, waiting
 
-    found = asyncio.run(claimable(_settings(args), args.pool))
+    listing = waiting if args.waiting else claimable
+    found = asyncio.run(listing(_settings(args), args.pool))
     for item in found:
         print(orjson.dumps(item.__dict__).decode() if args.json else item.line())
     if not args.json:
-        print(f"{len(found)} claimable lead(s)", file=sys.stderr)
+        print(f"{len(found)} {'waiting' if args.waiting else 'claimable'} lead(s)", file=sys.stderr)
     return 0
 
 
@@ -415,6 +416,9 @@ def _add_open_pool(sub: Any) -> None:
     pl = sub.add_parser("pool", help="list the claimable leads of the open pool (from the route table)")
     pl.add_argument("--pool", help="only this pool (default: every pool)")
     pl.add_argument("--json", action="store_true", help="one JSON object per lead (default: one line each)")
+    pl.add_argument(
+        "--waiting", action="store_true", help="list the leads waiting for capacity instead, in the order taken"
+    )
     pl.set_defaults(func=cmd_pool)
     cl = sub.add_parser("claim", help="claim an open-pool lead for a rep and wait for the answer (exit 1: refused)")
     cl.add_argument("lead_id", help="the lead's id")

@@ -36,9 +36,47 @@ class Claimable:
         )
 
 
+@dataclass(frozen=True)
+class Waiting:
+    pool: str
+    lead_id: str
+    position: int  # 1 = the next lead its pool assigns when capacity frees
+    since: str  # when the decision that made it wait was made
+    value: float
+    due: str | None  # when max_wait sends it to the open pool (None: no limit)
+
+    def line(self) -> str:
+        until = f"  open pool at {self.due}" if self.due else ""
+        return f"#{self.position:<4} {self.lead_id:<24} [{self.pool}] since {self.since}  value {self.value:g}{until}"
+
+
+async def _route_rows(settings: Settings) -> dict[str, bytes]:
+    return read_table(await read_all(settings, changelog_topic(settings.app_id, "route")))
+
+
+async def waiting(settings: Settings, pool: str | None = None) -> list[Waiting]:
+    """The leads waiting for capacity, in the order their pool takes them (the `wait` rows' key order:
+    highest value, then oldest), numbered per pool."""
+    rows = await _route_rows(settings)
+    ledger = namespace(rows, "ledger")
+    out: list[Waiting] = []
+    places: dict[str, int] = {}
+    for key in sorted(namespace(rows, "wait")):
+        where, lead_id = key.split("|", 1)[0], key.rsplit("|", 1)[1]
+        raw = ledger.get(f"{where}|{lead_id}")
+        entry = orjson.loads(raw) if raw else {}
+        if entry.get("status") != "waiting" or (pool is not None and where != pool):
+            continue  # a row left behind (the lead closed), dropped by the worker when it gets there
+        places[where] = places.get(where, 0) + 1
+        decided = str((entry.get("decision") or {}).get("decided_at", ""))
+        value = float(entry.get("value") or 0.0)
+        out.append(Waiting(where, lead_id, places[where], decided, value, entry.get("sla_due")))
+    return out
+
+
 async def claimable(settings: Settings, pool: str | None = None) -> list[Claimable]:
     """The claimable leads, as the route table's changelog (committed) says, oldest first."""
-    rows = read_table(await read_all(settings, changelog_topic(settings.app_id, "route")))
+    rows = await _route_rows(settings)
     out = []
     for key, raw in namespace(rows, "ledger").items():
         entry = orjson.loads(raw)

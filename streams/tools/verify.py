@@ -5,7 +5,8 @@ I1 every accepted lead has exactly one effective decision per attempt (or is in 
 I2 no rep ever held more open leads than its capacity: each decision's own facts, and a replay of the
    pool log counting open leads from the decisions and deals (independent of the worker's tables)
 I3 the loads table (its changelog) equals a replay of the decision log (the latest attempt of a lead
-   holds it; each reassignment released the silent holder), the closed deals and the closing activity
+   holds it; each reassignment released the silent holder; a duplicate, trigger duplicate_of, holds
+   nothing), the closed deals and the closing activity
 I4 no decision went to a rep that was unavailable or absent in the roster at that point: checked at the
    lead's own position in the pool log (the internal pool-events topic, where roster changes and leads
    are in the order the route agent saw them); a lead missing from that log falls back to the roster
@@ -31,6 +32,9 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from routing import availability
+from routing.decide import accepted
+from routing.dedupe import TRIGGER as DUPLICATE_OF
 from routing.model import Rep
 from schemas.events import (
     CLOSING_KINDS,
@@ -63,6 +67,7 @@ class Report:
     conflicting_decisions: list[str] = field(default_factory=list)  # a lead with two different owners
     repeated_holders: list[str] = field(default_factory=list)  # an attempt given to a previous holder
     reassignments: int = 0  # decisions of attempt 2 and later (follow-up timers)
+    contact_duplicates: int = 0  # leads sent to the holder of an open lead of the same contact (no load)
     lost_leads: list[str] = field(default_factory=list)
     skipped_offsets: list[str] = field(default_factory=list)
     capacity_violations: list[str] = field(default_factory=list)
@@ -117,6 +122,7 @@ class Report:
             row("duplicate decisions (same id)", self.duplicate_decisions, True),
             row("I1 conflicting decisions", len(self.conflicting_decisions), not self.conflicting_decisions),
             row("reassignments (attempt > 1)", self.reassignments),
+            row("duplicates (trigger duplicate_of)", self.contact_duplicates),
             row("I1 attempt to a previous holder", len(self.repeated_holders), not self.repeated_holders),
             row("I1 lost leads", len(self.lost_leads), not self.lost_leads),
             row("I2 capacity violations", len(self.capacity_violations), not self.capacity_violations),
@@ -241,6 +247,7 @@ def _chains(report: Report, decisions: dict[str, list[tuple[Any, AssignmentDecis
             if d.rep_id is not None:
                 held.append(d.rep_id)
             report.reassignments += d.attempt > 1
+            report.contact_duplicates += d.trigger == DUPLICATE_OF
         chains[lead_id] = chain
     return chains
 
@@ -325,8 +332,12 @@ def _check_deals_routed(
             skipped.append(f"{topic}[{r.partition}]@{r.offset}")
 
 
-def _available(profile: RepUpdated | None, pool: str) -> bool:
-    return profile is not None and profile.active and profile.availability == "available" and pool in profile.pools
+def _available(profile: RepUpdated | None, d: AssignmentDecision) -> bool:
+    """The rep could take the decision's lead: active, in the pool, and available (or in a state the
+    policy's availability tiers accepted for this decision, as its explanation says)."""
+    if profile is None or not profile.active or d.pool not in profile.pools:
+        return False
+    return profile.availability == "available" or accepted(profile.availability) in d.explanation.relaxed
 
 
 def _capacity(profile: RepUpdated | None, pool: str) -> float:
@@ -336,6 +347,11 @@ def _capacity(profile: RepUpdated | None, pool: str) -> float:
         return 0
     capacity = Rep.from_event(profile, pool).capacity
     return float("inf") if capacity is None else capacity
+
+
+def _holds(d: AssignmentDecision) -> bool:
+    """Whether the decision gives its rep one more open lead: a duplicate joined a lead the rep holds already."""
+    return d.rep_id is not None and d.trigger != DUPLICATE_OF
 
 
 def _closes(ev: Any) -> bool:
@@ -362,14 +378,10 @@ class _Replay:
     closed: set[str] = field(default_factory=set)
     waiting: set[str] = field(default_factory=set)  # seen in the log without a rep: a later attempt may take it
 
-    def release(self, lead_id: str, prev: AssignmentDecision) -> None:
+    def release(self, lead_id: str, d: AssignmentDecision, silent: str | None) -> None:
         """A reassignment's silent holder (or a holder an update no longer fits) lets go of the lead."""
-        if (
-            lead_id not in self.closed
-            and prev.rep_id is not None
-            and self.holder.get(lead_id) == (prev.pool, prev.rep_id)
-        ):
-            self.open_[(prev.pool, prev.rep_id)] -= 1
+        if lead_id not in self.closed and silent is not None and self.holder.get(lead_id) == (d.pool, silent):
+            self.open_[(d.pool, silent)] -= 1
             self.holder[lead_id] = None
 
     def move_out(self, lead_id: str, pool: str) -> None:
@@ -419,10 +431,13 @@ class _Replay:
             return
         self.checked.add(lead_id)
         held = (d.pool, d.rep_id)
-        self.holder[lead_id] = held
         profile = self.profiles.get(held)
-        if not _available(profile, d.pool):
+        if not _available(profile, d):
             self.report.unavailable_assignments.append(f"{lead_id} -> {d.rep_id}")
+        if not _holds(d):
+            self.holder[lead_id] = None
+            return
+        self.holder[lead_id] = held
         self.open_[held] += 1
         capacity = _capacity(profile, d.pool)
         if self.open_[held] > capacity:
@@ -462,45 +477,83 @@ def _replay_pool_log(report: Report, chains: Chains, pool_log: _PoolLog, partiti
     capacity then (I2, counted from the decisions, deals and closing activity, not from the worker's
     tables: a table that lost writes cannot vouch for itself).
 
-    Follow-up reassignments are not in the pool log: they happen when a timer fires (their decided_at).
-    The replay lets a reassignment release its silent holder at the first event up to ROSTER_SLACK_MS
-    after it and count the new holder only from the first event ROSTER_SLACK_MS after it, so clock
-    overlap can hide an overload but never invent one (each reassignment's own facts are checked too)."""
+    A hand-back (trigger rep_left / rep_unavailable) is decided at the roster record that caused it, with
+    that record's log time: the replay applies it right after that record. Other reassignments are not in
+    the pool log (a timer fired, or capacity freed): the replay lets one release its silent holder at the
+    first event up to ROSTER_SLACK_MS after it and count the new holder only from the first event
+    ROSTER_SLACK_MS after it, so clock overlap can hide an overload but never invent one (each
+    reassignment's own facts are checked too). A lead's attempts always apply in order: a release waits
+    for nothing, it first applies the lead's earlier takes still held back by the slack."""
     first = {lead_id: chain[0][1] for lead_id, chain in chains.items()}
     moved = {(lead_id, d.attempt): d for lead_id, chain in chains.items() for _, d in chain if d.trigger == "moved"}
     checked: set[str] = set()
-    # Moves are in the pool logs (the update in the old pool, the lead in the new one): replayed there.
-    pairs = [
-        ((int(d.decided_at.timestamp() * 1000), lead_id, d.attempt), d, prev)
-        for lead_id, chain in chains.items()
-        for (_, prev), (_, d) in itertools.pairwise(chain)
-        if d.trigger != "moved"
-    ]
     for partition, events in pool_log.partitions.items():
-        releases = deque(sorted((s for s in pairs if home_partition(s[2].pool, partitions) == partition), key=_at))
-        takes = deque(sorted((s for s in pairs if home_partition(s[1].pool, partitions) == partition), key=_at))
-        replay = _Replay(report, first, checked, moved)
-        for ts, ev in events:
-            while releases and releases[0][0][0] <= ts + ROSTER_SLACK_MS:
-                (_, lead_id, _), _, prev = releases.popleft()
-                replay.release(lead_id, prev)
-            while takes and takes[0][0][0] <= ts - ROSTER_SLACK_MS:
-                (_, lead_id, _), d, _ = takes.popleft()
-                replay.take(lead_id, d)
-            replay.event(ev)
+        steps = sorted(
+            ((round(d.decided_at.timestamp() * 1000), lead_id, d.attempt), d, prev.rep_id)
+            for lead_id, chain in chains.items()
+            for (_, prev), (_, d) in itertools.pairwise(chain)
+            # Moves are in the pool logs (the update in the old pool, the lead in the new one): replayed
+            # there. Every other pair is in one pool (a later attempt stays in its pool).
+            if home_partition(d.pool, partitions) == partition and d.trigger != "moved"
+        )
+        _Attempts(_Replay(report, first, checked, moved), steps).replay(events)
     report.checked_in_pool_log = len(checked)
     return checked
 
 
-def _at(step: tuple[tuple[int, str, int], AssignmentDecision, AssignmentDecision]) -> tuple[int, str, int]:
-    return step[0]
+class _Attempts:
+    """The later attempts of one pool-log partition's leads, applied to its replay in log order."""
+
+    def __init__(self, replay: _Replay, steps: list[Any]) -> None:
+        self.r = replay
+        self.at_roster: dict[tuple[str, str | None, int], list[Any]] = defaultdict(list)
+        self.timed: list[Any] = []
+        self.by_lead: dict[str, list[Any]] = defaultdict(list)
+        self.taken: set[tuple[str, int]] = set()
+        for step in steps:
+            (ts_ms, lead_id, _), d, silent = step
+            self.by_lead[lead_id].append(step)
+            if d.trigger in (availability.LEFT, availability.UNAVAILABLE):
+                self.at_roster[(d.pool, silent, ts_ms)].append(step)
+            else:
+                self.timed.append(step)
+
+    def take(self, step: Any) -> None:
+        (_, lead_id, attempt), d, _ = step
+        if (lead_id, attempt) not in self.taken:
+            self.taken.add((lead_id, attempt))
+            self.r.take(lead_id, d)
+
+    def release(self, step: Any) -> None:
+        (_, lead_id, attempt), d, silent = step
+        for earlier in self.by_lead[lead_id]:  # a lead's attempts apply in order
+            if earlier[0][2] < attempt:
+                self.take(earlier)
+        self.r.release(lead_id, d, silent)
+
+    def replay(self, events: list[tuple[int, Any]]) -> None:
+        releases, takes = deque(self.timed), deque(self.timed)
+        for ts, ev in events:
+            while releases and releases[0][0][0] <= ts + ROSTER_SLACK_MS:
+                self.release(releases.popleft())
+            while takes and takes[0][0][0] <= ts - ROSTER_SLACK_MS:
+                self.take(takes.popleft())
+            self.r.event(ev)
+            if isinstance(ev, RepChanged):  # the hand-backs this roster record caused, right after it
+                for step in self.at_roster.pop((ev.pool, ev.rep_id, ts), []):
+                    self.release(step)
+                    self.take(step)
+        for leftover in self.at_roster.values():  # their roster record was not found: at the end
+            for step in leftover:
+                self.release(step)
+                self.take(step)
 
 
 def _check_capacity(report: Report, chains: Chains) -> None:
     for lead_id, chain in chains.items():
         for _, d in chain:
             chosen = d.explanation.chosen
-            if d.rep_id and chosen and chosen.facts.get("open", 0) >= chosen.facts.get("capacity", float("inf")):
+            if _holds(d) and chosen and chosen.facts.get("open", 0) >= chosen.facts.get("capacity", float("inf")):
                 report.capacity_violations.append(f"{lead_id} -> {d.rep_id} (attempt {d.attempt}) with {chosen.facts}")
 
 
@@ -535,7 +588,7 @@ def _check_availability(
         settled = [p for ts, p in history if ts <= record.timestamp - ROSTER_SLACK_MS]
         recent = [p for ts, p in history if record.timestamp - ROSTER_SLACK_MS < ts <= record.timestamp]
         candidates = ([settled[-1]] if settled else []) + recent
-        fine = any(_available(p, d.pool) for p in candidates)
+        fine = any(_available(p, d) for p in candidates)
         if not fine:  # also a rep the roster never had
             report.unavailable_assignments.append(f"{lead_id} -> {d.rep_id}")
 
@@ -544,12 +597,12 @@ def _check_state(
     report: Report, chains: Chains, deals: list[Any], activity: list[Any], loads: dict[str, bytes]
 ) -> None:
     """Each lead's latest attempt holds one open lead of its rep (every reassignment released the one
-    before), until a deal or a closing activity closes it."""
+    before), until a deal or a closing activity closes it; a duplicate holds none."""
     expected: Counter[str] = Counter()
     owner: dict[str, str] = {}
     for lead_id, chain in chains.items():
         d = chain[-1][1]
-        if d.rep_id:
+        if _holds(d):
             key = f"{d.pool}|{d.rep_id}"
             expected[key] += 1
             owner[lead_id] = key

@@ -106,11 +106,13 @@ class Metrics:
     decisions: Counter
     decision_latency: Histogram
     duplicate_leads: Counter
+    contact_duplicates: Counter
     dead_letters: Counter
     deals: Counter
     activity: Counter
     sla_reassignments: Counter
     lead_updates: Counter
+    hand_backs: Counter
     claims: Counter
     waiting: Gauge
     waiting_assigned: Counter
@@ -187,6 +189,12 @@ class Metrics:
                 ["pool"],
                 registry=registry,
             ),
+            contact_duplicates=Counter(
+                "leadrelay_contact_duplicates",
+                "New leads sent to the holder of an open lead with the same dedupe key (trigger duplicate_of)",
+                ["pool", "key"],
+                registry=registry,
+            ),
             dead_letters=Counter(
                 "leadrelay_dead_letters",
                 "Records sent to the dead-letter topic, by source topic and reason",
@@ -216,6 +224,13 @@ class Metrics:
                 "Lead updates applied in the pool log, by what they did (kept, moved, redecided, requeued,"
                 " stored, forwarded, ignored)",
                 ["outcome"],
+                registry=registry,
+            ),
+            hand_backs=Counter(
+                "leadrelay_hand_backs",
+                "Open leads a rep gave up by a roster change: trigger rep_left or rep_unavailable, outcome"
+                " reassigned or returned_to_pool",
+                ["trigger", "outcome"],
                 registry=registry,
             ),
             waiting=Gauge(
@@ -369,6 +384,11 @@ class Metrics:
     def record_duplicate(self, pool: str) -> None:
         self.duplicate_leads.labels(pool=self._pool_label(pool)).inc()
 
+    def record_contact_duplicate(self, pool: str, key: str) -> None:
+        """A new lead joined an open lead of the same contact; `key` is the kind that matched (email,
+        phone, domain: the Literal of routing/policy.py), never the key itself."""
+        self.contact_duplicates.labels(pool=self._pool_label(pool), key=key).inc()
+
     def record_deal(self, pool: str, outcome: str, variant: str | None, *, matched: bool) -> None:
         """A closed deal; won/(won+lost) per variant is the conversion of an experiment arm."""
         self.deals.labels(
@@ -389,6 +409,10 @@ class Metrics:
     def record_update(self, outcome: str) -> None:
         """A lead update applied in the pool log (`outcome` is a closed set, routing/updates.OUTCOMES)."""
         self.lead_updates.labels(outcome=outcome).inc()
+
+    def record_hand_back(self, trigger: str, outcome: str) -> None:
+        """A lead taken from a rep that left the pool or turned unavailable (closed sets: see availability)."""
+        self.hand_backs.labels(trigger=trigger, outcome=outcome).inc()
 
     def record_claim(self, result: str) -> None:
         """A claim answered (`result` is a ClaimReason: a closed set)."""

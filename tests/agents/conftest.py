@@ -265,6 +265,19 @@ class Harness:
                     out[k[len(prefix) :]] = v
         return out
 
+    def decisions(self, lead_id: str) -> list[dict[str, Any]]:
+        """The decisions sent for one lead, in order."""
+        return [s.json() for s in self.sent("assignments") if s.key == lead_id.encode()]
+
+    def entry(self, pool: str, lead_id: str) -> dict[str, Any]:
+        """The lead's ledger entry."""
+        entry: dict[str, Any] = self.table("ledger")[f"{pool}|{lead_id}"]
+        return entry
+
+    def open_leads(self, pool: str) -> dict[str, int]:
+        """Open leads per rep of the pool, as the loads table has them."""
+        return {k.split("|")[1]: v["open"] for k, v in self.table("loads").items() if k.startswith(f"{pool}|")}
+
     def snapshot(self) -> dict[tuple[str, int], dict[str, Any]]:
         return {(stage, p): self.rows(stage, p) for stage in TABLE_OF for p in range(PARTITIONS)}
 

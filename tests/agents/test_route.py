@@ -135,8 +135,14 @@ async def test_redelivered_lead_re_emits_the_same_decision_and_keeps_the_load(h:
 async def test_redelivered_lead_is_a_duplicate_even_after_the_roster_changed(h: Harness) -> None:
     await h.route(rep_changed("p", "rep-a"))
     await h.route(lead_arrived("p", "lead-1"))
-    await h.route(rep_left("p", "rep-a"), rep_changed("p", "rep-b"), lead_arrived("p", "lead-1"))
-    assert decided(h) == ["rep-a", "rep-a"]
+    await h.route(rep_changed("p", "rep-b"), rep_left("p", "rep-a"), lead_arrived("p", "lead-1"))
+    # rep-a's leaving hands its lead to rep-b (attempt 2); the redelivered lead re-emits that decision
+    # unchanged instead of deciding again.
+    assert decided(h) == ["rep-a", "rep-b", "rep-b"]
+    _, second, again = (r.json() for r in h.sent("assignments"))
+    assert (second["attempt"], second["trigger"]) == (2, "rep_left")
+    assert again == second
+    assert h.table("loads")["p|rep-b"]["open"] == 1 and h.table("loads")["p|rep-a"]["open"] == 0
 
 
 async def test_deal_releases_the_load_and_records_performance_once(h: Harness) -> None:

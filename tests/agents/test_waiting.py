@@ -67,7 +67,7 @@ async def test_waiting_leads_are_assigned_in_order_as_deals_free_capacity(h: Har
         d = decisions(h, taken)[-1]
         assert (d["attempt"], d["trigger"], d["rep_id"]) == (2, "capacity_freed", holder_rep)
         assert datetime.fromisoformat(d["decided_at"]) == at, "the freeing record's log time"
-        assert ledger(h, taken)["waited_seconds"] == 600.0 * i
+        assert ledger(h, taken)["waited_seconds"] == d["waited_seconds"] == 600.0 * i
         assert any(f"waited {600 * i}s" in n for n in d["explanation"]["notes"])
     assert freed == ["big", "small-old", "small-new"]
     assert queue(h) == []
@@ -133,7 +133,7 @@ async def test_a_follow_up_sla_that_releases_its_silent_rep_gives_it_the_waiting
     w = by_lead["lead-w"]
     assert (w["rep_id"], w["trigger"], w["attempt"]) == (silent, "capacity_freed", 2)
     assert datetime.fromisoformat(w["decided_at"]) == fired
-    assert queue(h) == [] and ledger(h, "lead-w")["waited_seconds"] == 3601.0
+    assert queue(h) == [] and ledger(h, "lead-w")["waited_seconds"] == w["waited_seconds"] == 3601.0
     follow_up = sla.timer_key(ledger(h, "lead-w")["sla_due"], POOL, "lead-w")
     assert [k for k in h.table("sla") if k.endswith("|lead-w")] == [follow_up], "its max_wait timer is gone"
     later = [s.json() for s in await h.housekeep("route", partition, NOW + timedelta(hours=4))]

@@ -294,3 +294,119 @@ def test_a_full_pools_waiting_leads_are_assigned_in_order_as_deals_free_capacity
     dep.settle(2)
     report = verify(dep.settings)
     assert report.ok, report.problems()
+
+
+def test_an_offline_reps_untouched_leads_are_reassigned_per_policy(deployment: Any) -> None:
+    """Issue 12 item 5 on the broker: the pool's policy hands back at `offline`. ann holds three leads
+    and works one; she goes offline: the two untouched ones go to bob as attempt 2 (trigger
+    rep_unavailable), the worked one stays, loads follow, and verify's invariants hold. Then bob leaves
+    the pool: his leads go to cid (trigger rep_left)."""
+    dep = deployment
+    dep.worker()
+    doc = {"id": "avail", "version": 1, "availability": {"hand_back": ["offline"]}}
+    dep.send(dep.settings.topic_policies, [(b"av", orjson.dumps(doc))])
+    dep.send_roster([RepUpdated(rep_id="ann", pools=["av"], capacity=5)])
+    dep.settle(2)
+    dep.send_leads([lead(f"H{i}", "av") for i in range(3)])
+    first = dep.decisions(at_least=3)
+    assert {d.rep_id for d in first} == {"ann"}
+    dep.send(dep.settings.topic_lead_activity, [activity("H0", "first_contact", "ann")])
+    wait_for(lambda: (dep.table("ledger").get("av|H0") or {}).get("touched_at"), "ann's touch")
+    # The roster topic is keyed by rep: records of different reps are not ordered, so ann goes offline
+    # only once bob and cid are in the pool.
+    dep.send_roster(
+        [
+            RepUpdated(rep_id="bob", pools=["av"], capacity=5),
+            RepUpdated(rep_id="cid", pools=["av"], capacity=5, availability="away"),
+        ]
+    )
+    wait_for(lambda: {"av|bob", "av|cid"} <= set(dep.table("reps")), "bob and cid in the pool")
+    dep.send_roster([RepUpdated(rep_id="ann", pools=["av"], capacity=5, availability="offline")])
+    handed = [d for d in dep.decisions(at_least=5) if d.attempt == 2]
+    assert sorted(d.lead_id for d in handed) == ["H1", "H2"]
+    assert all(d.rep_id == "bob" and d.trigger == "rep_unavailable" and d.previous_holders == ["ann"] for d in handed)
+    loads = dep.table("loads")
+    assert (loads["av|ann"]["open"], loads["av|bob"]["open"]) == (1, 2)
+
+    dep.send_roster([RepUpdated(rep_id="cid", pools=["av"], capacity=5)])
+    wait_for(lambda: dep.table("reps")["av|cid"]["availability"] == "available", "cid available")
+    dep.send_roster([RepUpdated(rep_id="bob", pools=["other"], capacity=5)])  # bob moves to another pool
+    third = [d for d in dep.decisions(at_least=7) if d.attempt == 3]
+    assert sorted(d.lead_id for d in third) == ["H1", "H2"]
+    assert all(d.rep_id == "cid" and d.trigger == "rep_left" for d in third)
+    wait_for(lambda: dep.table("loads").get("av|cid", {}).get("open") == 2, "cid's load")
+    assert dep.table("loads")["av|bob"]["open"] == 0
+    report = verify(dep.settings)
+    assert report.ok, report.problems()
+
+
+def test_waiting_leads_are_listed_in_order_and_go_to_the_open_pool_once_after_max_wait(
+    deployment_factory: Any, monkeypatch: Any, capsys: Any
+) -> None:
+    """One rep with room for one lead; two more leads wait (`leadrelay pool --waiting` shows them in the
+    order they would be taken), and after `max_wait` each goes to the open pool exactly once (trigger
+    max_wait), where `leadrelay pool` lists it as claimable."""
+    from streams.tools.cli import main
+
+    dep = deployment_factory(extra=FAST)
+    for name, value in dep.env.items():
+        monkeypatch.setenv(name, value)
+    dep.worker()
+    dep.send_roster([RepUpdated(rep_id="ann", pools=["mw"], capacity=1)])
+    doc = {"id": "max-wait", "version": 1, "waiting": {"max_wait": "8s"}}
+    dep.send(dep.settings.topic_policies, [(b"mw", orjson.dumps(doc))])
+    dep.settle(2)
+    dep.send_leads([lead("M0", "mw")])
+    dep.decisions(at_least=1)
+    small = LeadCreated(lead_id="M-small", created_at=T0, pool="mw", estimated_value=10)
+    big = LeadCreated(lead_id="M-big", created_at=T0, pool="mw", estimated_value=5000)
+    dep.send_leads([small, big])
+    dep.decisions(at_least=3)
+    wait_for(lambda: len(dep.table("wait")) == 2, "two waiting rows")
+    capsys.readouterr()
+    assert main(["pool", "--waiting", "--json"]) == 0
+    listed = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(x["lead_id"], x["position"]) for x in listed] == [("M-big", 1), ("M-small", 2)]
+    assert all(x["due"] for x in listed), "each shows when max_wait ends"
+
+    wait_for(lambda: [d for d in dep.decisions(at_least=3) if d.attempt == 2], "max_wait", 90)
+    dep.settle(4)  # a second firing, if there were one, would have come by now
+    later = [d for d in dep.decisions(at_least=5) if d.attempt == 2]
+    assert sorted(d.lead_id for d in later) == ["M-big", "M-small"], "each exactly once"
+    assert all(d.trigger == "max_wait" and d.reason == "sent_to_claim_pool" and d.rep_id is None for d in later)
+    assert dep.table("wait") == {}
+    assert main(["pool", "--json"]) == 0
+    assert sorted(orjson.loads(x)["lead_id"] for x in capsys.readouterr().out.splitlines()) == ["M-big", "M-small"]
+
+
+def test_a_lead_repeating_an_open_leads_contact_goes_to_its_holder(deployment_factory: Any) -> None:
+    """Dedupe on the broker: two leads with one e-mail (spelt two ways) in a pool whose reps take one lead
+    each. The second goes to the first one's holder (trigger duplicate_of) without load, so a third lead
+    still finds the other rep free, and verify's replay agrees with the loads table."""
+    dep = deployment_factory(extra={"LEADRELAY_DEDUPE_SECRET": "integration-dedupe-secret-0123"})
+    dep.worker()
+    dep.send_roster([RepUpdated(rep_id=r, pools=["d"], capacity=1) for r in ("ann", "bob")])
+    dedupe = {"id": "dedupe", "version": 1, "dedupe": {"keys": ["email", "phone"], "horizon": "1d"}}
+    dep.send(dep.settings.topic_policies, [(b"d", orjson.dumps(dedupe))])
+    dep.settle(2)
+
+    def raw(lead_id: str, email: str) -> tuple[bytes, bytes]:
+        body = {"lead_id": lead_id, "created_at": T0.isoformat(), "pool": "d", "contact": {"email": email}}
+        return lead_id.encode(), orjson.dumps(body)
+
+    dep.send(dep.settings.topic_leads_new, [raw("D1", "Sam.Lee@Acme.example")])
+    [first] = dep.decisions(at_least=1)
+    dep.send(dep.settings.topic_leads_new, [raw("D2", " sam.lee@acme.example"), raw("D3", "kim@other.example")])
+    decided = {d.lead_id: d for d in dep.decisions(at_least=3)}
+    holder, again, other = first.rep_id, decided["D2"], decided["D3"]
+    assert holder is not None
+    assert (again.rep_id, again.reason, again.trigger) == (holder, "assigned", "duplicate_of")
+    assert "D1" in again.explanation.summary and "email" in again.explanation.summary
+    assert other.trigger is None and other.rep_id not in (None, holder), "the duplicate left the other rep free"
+    dep.settle(2)
+    loads = dep.table("loads")
+    assert loads[f"d|{holder}"]["open"] == 1 and loads[f"d|{other.rep_id}"]["open"] == 1
+    assert dep.table("ledger")["d|D2"]["duplicate_of"] == {"lead_id": "D1", "kind": "email"}
+    assert sorted(k.split("|")[1] for k in dep.table("dedupe")) == ["email", "email"]
+    report = verify(dep.settings)
+    assert report.ok, report.problems()

@@ -1,7 +1,8 @@
 """No contact data leaves `leads.new` except into the DLQ: logs, metrics, tables and outputs are scanned.
 
 A real worker (debug logging, so every log call of ours is live) gets leads whose contact block holds
-canary values: valid ones (assigned, so they pass ingest, route, the tables and the decision topic),
+canary values: valid ones (assigned, so they pass ingest, route, the tables and the decision topic; one
+contact, so with the pool's dedupe on they are duplicates whose keyed hashes reach the tables),
 re-sent duplicates, and invalid ones that reach the DLQ and the error paths in every way a contact block
 can break (bad field inside it, unknown key named like an e-mail, flattened to the top level, broken
 JSON, too large), plus a deal carrying a contact block, and updates carrying it (one moving a lead to
@@ -33,8 +34,12 @@ pytestmark = pytest.mark.integration
 
 NAME, EMAIL, PHONE = "Zed Quux-PII", "pii-canary@example.invalid", "+99 999 999 9999"
 CONTACT = {"name": NAME, "email": EMAIL, "phone": PHONE}
-# Whole values and distinctive fragments (a truncated or re-encoded value must be caught too).
-CANARIES = (NAME, "Quux-PII", EMAIL, "pii-canary", PHONE, "999 999 9999")
+SECRET = "dedupe-secret-canary-0123456789"  # the dedupe HMAC key: never logged or stored either
+# Whole values and distinctive fragments (a truncated or re-encoded value must be caught too). The
+# digits-only phone is left out: a run of nines turns up in any float of /metrics.
+CANARIES = (NAME, "Quux-PII", EMAIL, "pii-canary", PHONE, "999 999 9999", SECRET)
+# Dedupe on in the pool the valid leads go to: their keyed hashes travel, the contact does not.
+DEDUPE_POLICY = {"id": "pii-dedupe", "version": 1, "dedupe": {"keys": ["email", "phone", "domain"]}}
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
 
@@ -122,11 +127,12 @@ def rocksdb_values(data_dir: Path) -> tuple[int, list[str]]:
     return count, hits
 
 
-def test_contact_data_never_leaves_the_input_except_into_the_dlq(deployment) -> None:
-    dep = deployment
+def test_contact_data_never_leaves_the_input_except_into_the_dlq(deployment_factory) -> None:
+    dep = deployment_factory(extra={"LEADRELAY_DEDUPE_SECRET": SECRET})
     settings = dep.settings
     worker = dep.worker(LEADRELAY_LOG_LEVEL="debug")
     dep.send_roster(roster())
+    dep.send(settings.topic_policies, [(b"default", wire(DEDUPE_POLICY))])
     dep.settle(2)
 
     dep.send(settings.topic_leads_new, [(d["lead_id"].encode(), wire(d)) for d in VALID])
@@ -138,6 +144,7 @@ def test_contact_data_never_leaves_the_input_except_into_the_dlq(deployment) -> 
     decisions = dep.decisions(at_least=len(VALID))
     assert {d.lead_id for d in decisions} == {d["lead_id"] for d in VALID}
     assert any(d.rep_id for d in decisions)
+    assert any(d.trigger == "duplicate_of" for d in decisions), "dedupe was on: one contact, one holder"
     updates = [
         (b"PII-OK-2", wire(lead("PII-OK-2", 2, pool="elsewhere"))),  # moved: released here, decided there
         (b"PII-UPD-new", wire(lead("PII-UPD-new", 20))),  # an update of a lead not seen before: its first sight

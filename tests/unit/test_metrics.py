@@ -155,6 +155,16 @@ def test_waiting_metrics_per_pool_with_bounded_labels() -> None:
     assert [s["pool"] for s in series(m, "leadrelay_waiting_leads")] == ["p1"]
 
 
+def test_contact_duplicates_per_pool_and_key_kind_with_bounded_labels() -> None:
+    m = fresh(max_pools=1)
+    m.record_contact_duplicate("p1", "email")
+    m.record_contact_duplicate("p1", "email")
+    m.record_contact_duplicate("p2", "phone")
+    assert value(m, "leadrelay_contact_duplicates_total", pool="p1", key="email") == 2
+    assert value(m, "leadrelay_contact_duplicates_total", pool="_other", key="phone") == 1
+    assert value(m, "leadrelay_duplicate_leads_total", pool="p1") is None, "re-sent leads are another counter"
+
+
 def test_counter_pools_past_the_limit_fold_into_other_and_are_counted() -> None:
     m = fresh(max_pools=2)
     for pool in ("p1", "p2", "p3", "p4", "p1"):

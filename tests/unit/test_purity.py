@@ -14,7 +14,7 @@ HEAVY = ("faust", "aiokafka", "prometheus_client", "mode", "rocksdict")
 SCRIPT = """
 import json, sys
 import routing.decide, routing.ledger, routing.territory, routing.performance
-import routing.model, routing.policy, routing.ids
+import routing.model, routing.policy, routing.ids, routing.dedupe
 import schemas, schemas.events, schemas.internal
 print(json.dumps(sorted(sys.modules)))
 """

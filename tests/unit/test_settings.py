@@ -93,6 +93,17 @@ def test_secret_is_not_in_repr():
     assert "hunter2-secret" not in s.model_dump_json()
 
 
+def test_a_short_dedupe_secret_is_refused_without_quoting_it():
+    assert Settings.from_env({"LEADRELAY_DEDUPE_SECRET": "x" * 16}).dedupe_secret is not None
+    with pytest.raises(SettingsError, match="LEADRELAY_DEDUPE_SECRET") as caught:
+        Settings.from_env({"LEADRELAY_DEDUPE_SECRET": "too-short-9f3"})
+    assert "too-short-9f3" not in str(caught.value)
+    assert caught.value.__cause__ is None, "a chained ValidationError would print the input in a traceback"
+    with pytest.raises(SettingsError) as other:
+        Settings.from_env({"LEADRELAY_PARTITIONS": "zero"})
+    assert other.value.__cause__ is not None, "other settings keep their cause"
+
+
 def test_broker_url_from_comma_separated_servers():
     s = Settings.from_env({"LEADRELAY_BOOTSTRAP_SERVERS": "k1:9092, k2:9093,,"})
     assert s.broker_url == "kafka://k1:9092,kafka://k2:9093"

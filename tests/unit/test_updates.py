@@ -175,3 +175,11 @@ def test_any_sequence_of_updates_keeps_one_holder_and_never_gives_an_attempt_to_
         entry = result.entry
     opened = sum(int(f.open.sum()) for f in frames.values())
     assert opened == (1 if entry.status == OPEN else 0)
+
+
+def test_a_moved_duplicate_releases_nothing_it_never_counted() -> None:
+    frame, policy = make_view(REPS), make_policy()
+    entry = replace(first(frame, policy), duplicate_of={"lead_id": "lead-0", "kind": "email"})
+    u = apply(make_lead(), "other", frame, policy, entry, load_of(frame, entry.rep_id), now=NOW)
+    assert u.outcome == "moved" and u.released is None
+    assert u.moved is not None and u.moved.holders == (entry.rep_id,), "it still held the lead: not again"

@@ -355,6 +355,131 @@ def test_a_waiting_lead_taken_when_capacity_freed_counts_in_the_replay() -> None
     assert overrun.capacity_violations == ["L3 -> r1: 2 open > capacity 1 (pool log replay)"]
 
 
+# --- I4 with availability tiers (issue 12 item 5) ----------------------------------------------------
+
+
+def away_run(relaxed: list[str]) -> dict[str, list[Any]]:
+    away = RepUpdated(rep_id="r1", pools=["a"], availability="away")
+    x = lead("L1", pool="a")
+    d = decision("L1", "a", "r1")
+    d = d.model_copy(update={"explanation": d.explanation.model_copy(update={"relaxed": relaxed})})
+    route = {"loads|a|r1": {"open": 1}, "reps|a|r1": Rep.from_event(away, "a").to_dict()}
+    return topics([x], [d], [away], [RepChanged(pool="a", rep_id="r1", profile=away), arrived(x, "a")], route)
+
+
+def test_a_decision_to_an_away_rep_is_fine_only_when_its_policy_accepted_away_reps() -> None:
+    assert run(away_run(["accepted away reps"])).ok
+    report = run(away_run([]))
+    assert report.unavailable_assignments == ["L1 -> r1"]
+    assert run(away_run(["accepted offline reps"])).unavailable_assignments == ["L1 -> r1"]
+
+
+# --- duplicates (trigger duplicate_of) hold no open lead -------------------------------------------
+
+
+def duplicate_run(holder_available: bool = True, open_r1: int = 1) -> dict[str, list[Any]]:
+    """r1 holds one lead at most and takes L1; L2 repeats L1's contact and joins it at r1 (no load)."""
+    rep = RepUpdated(rep_id="r1", pools=["a"], capacity=1)
+    l1, l2 = lead("L1", pool="a"), lead("L2", pool="a")
+    d1 = decision("L1", "a", "r1", capacity=1)
+    d2 = decision("L2", "a", "r1").model_copy(update={"trigger": "duplicate_of"})
+    away = rep.model_copy(update={"availability": "away"})
+    log: list[LeadArrived | RepChanged] = [RepChanged(pool="a", rep_id="r1", profile=rep), arrived(l1, "a")]
+    if not holder_available:
+        log.append(RepChanged(pool="a", rep_id="r1", profile=away))
+    log.append(arrived(l2, "a"))
+    profile = away if not holder_available else rep
+    route = {"loads|a|r1": {"open": open_r1}, "reps|a|r1": Rep.from_event(profile, "a").to_dict()}
+    contents = topics([l1, l2], [d1, d2], [rep], [], route)
+    p = home_partition("a", SETTINGS.partitions)
+    contents["pool_events"] = [Record(p, i, b"a", ev.model_dump_json().encode()) for i, ev in enumerate(log)]
+    return contents
+
+
+def test_a_duplicate_at_a_full_holder_is_no_overload_and_holds_no_load() -> None:
+    report = run(duplicate_run())
+    assert report.ok, report.problems()
+    assert report.checked_in_pool_log == 2 and report.contact_duplicates == 1
+    assert "| duplicates (trigger duplicate_of)  |        1 |" in report.table()
+
+
+def test_loads_that_counted_a_duplicate_are_reported() -> None:
+    assert run(duplicate_run(open_r1=2)).state_mismatches == ["a|r1: table 2 != replay 1"]
+
+
+def test_a_duplicate_given_to_an_unavailable_holder_is_reported() -> None:
+    assert run(duplicate_run(holder_available=False)).unavailable_assignments == ["L2 -> r1"]
+
+
+def test_a_deal_on_a_duplicate_releases_nothing_in_the_replay() -> None:
+    contents = duplicate_run()
+    won = DealClosed(lead_id="L2", outcome="won", closed_at=T0)
+    contents["deals"] = records([(b"L2", won.model_dump_json().encode())])
+    origin = Origin(topic=SETTINGS.topic_deals_closed, partition=0, offset=0)
+    last = contents["pool_events"][-1]
+    ev = DealArrived(pool="a", deal=won, origin=origin)
+    contents["pool_events"].append(Record(last.partition, last.offset + 1, b"a", ev.model_dump_json().encode()))
+    report = run(contents)
+    assert report.ok, report.problems()
+
+
+def test_a_duplicate_handed_back_becomes_a_lead_of_its_own_in_the_replays() -> None:
+    """L2 joined L1 at r1 (no load); an hour later r1 hands it back and r2 takes it: from then on it holds
+    one open lead of r2, and r1 released nothing for it."""
+    reps = [RepUpdated(rep_id=r, pools=["a"], capacity=1) for r in ("r1", "r2")]
+    l1, l2 = lead("L1", pool="a"), lead("L2", pool="a")
+    t = Record(0, 0, None, None).timestamp
+    d2 = decision("L2", "a", "r1").model_copy(update={"trigger": "duplicate_of"})
+    decisions = [decision("L1", "a", "r1", capacity=1), d2, attempt(d2, 2, "r2", ["r1"], t + HOUR_MS)]
+    log = [*(RepChanged(pool="a", rep_id=r.rep_id, profile=r) for r in reps), arrived(l1, "a"), arrived(l2, "a")]
+    log.append(RepChanged(pool="a", rep_id="r1", profile=reps[0]))  # a later record: the replay places attempt 2
+    p = home_partition("a", SETTINGS.partitions)
+    stamps = [t, t, t, t, t + 2 * HOUR_MS]
+    contents = topics([l1, l2], decisions, reps, [])
+    contents["pool_events"] = [
+        Record(p, i, b"a", ev.model_dump_json().encode(), ts)
+        for i, (ev, ts) in enumerate(zip(log, stamps, strict=True))
+    ]
+    contents["route"] = route_rows(1, 1)
+    report = run(contents)
+    assert report.ok, report.problems()
+    contents["route"] = route_rows(0, 1)  # r1 released a load it never had for the duplicate
+    assert run(contents).state_mismatches == ["a|r1: table 0 != replay 1"]
+
+
+def hand_back_run() -> dict[str, list[Any]]:
+    """r1, r2, r3 hold one lead each at most. L goes to r1; r1 leaves (L to r2, attempt 2) and two seconds
+    later r2 leaves (L to r3, attempt 3) and comes back; M arrives and goes to r2, free again. Hand-backs
+    happen at their roster record: with the slack rule, attempt 3's release came before attempt 2's take
+    and r2 looked overloaded."""
+    reps = {r: RepUpdated(rep_id=r, pools=["a"], capacity=1) for r in ("r1", "r2", "r3")}
+    lead_l, lead_m = lead("L", pool="a"), lead("M", pool="a")
+    t = Record(0, 0, None, None).timestamp
+    d = decision("L", "a", "r1", capacity=1)
+    second = attempt(d, 2, "r2", ["r1"], t + 1000).model_copy(update={"trigger": "rep_left"})
+    third = attempt(d, 3, "r3", ["r1", "r2"], t + 3000).model_copy(update={"trigger": "rep_left"})
+    m = decision("M", "a", "r2", capacity=1)
+    contents = topics([lead_l, lead_m], [d, second, third, m], list(reps.values()), [])
+    log: list[tuple[Any, int]] = [(RepChanged(pool="a", rep_id=r, profile=p), t) for r, p in reps.items()]
+    log += [
+        (arrived(lead_l, "a"), t),
+        (RepChanged(pool="a", rep_id="r1", profile=None), t + 1000),
+        (RepChanged(pool="a", rep_id="r2", profile=None), t + 3000),
+        (RepChanged(pool="a", rep_id="r2", profile=reps["r2"]), t + 4000),
+        (arrived(lead_m, "a"), t + 10_000),
+    ]
+    p = home_partition("a", SETTINGS.partitions)
+    contents["pool_events"] = [Record(p, i, b"a", ev.model_dump_json().encode(), ts) for i, (ev, ts) in enumerate(log)]
+    return contents
+
+
+def test_hand_backs_apply_at_their_roster_record_in_the_replay() -> None:
+    report = run(hand_back_run(), state=False)
+    assert report.capacity_violations == [], report.capacity_violations
+    assert report.ok, report.problems()
+    assert report.reassignments == 2
+
+
 # --- updates: a move releases in the old pool and is the next attempt in the new one --------------------
 
 
