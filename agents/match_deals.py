@@ -161,7 +161,9 @@ async def on_update(ctx: Context, ev: LeadUpdated, now: datetime) -> None:
     moves only when that pool has sent the lead on). Unknown here, it is the lead's first sight."""
     index = ctx.tables.lead_index.get(ev.lead.lead_id)
     if index is None:
-        first = LeadArrived(pool=ev.to_pool, lead=ev.lead, received_at=ev.received_at, origin=ev.origin)
+        first = LeadArrived(
+            pool=ev.to_pool, lead=ev.lead, received_at=ev.received_at, origin=ev.origin, dedupe_keys=ev.dedupe_keys
+        )
         await on_lead(ctx, first, now)
         return
     held = ev.model_copy(update={"pool": index["pool"]})

@@ -58,6 +58,10 @@ class LeadUpdated(_Internal):
     lead: LeadCreated  # contact excluded from dumps, as in LeadArrived
     received_at: EventTime
     origin: Origin | None = None
+    # As in LeadArrived: an update of a lead never seen is its first sight, and dedupes like a new lead.
+    dedupe_keys: dict[Literal["email", "phone", "domain"], DedupeKey] = Field(
+        default_factory=dict, exclude_if=lambda keys: not keys
+    )
 
 
 class RepChanged(_Internal):
