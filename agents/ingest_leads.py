@@ -35,11 +35,5 @@ def updated(settings: Settings, event: Event) -> LeadUpdated:
     """A new version of a lead (leads.updated): validated like a new lead, its pool resolved by the same
     rules. `pool` stays the resolved pool until the leads stage reads the index (match_deals.on_update)."""
     new = arrived(settings, event)
-    return LeadUpdated(
-        pool=new.pool,
-        to_pool=new.pool,
-        lead=new.lead,
-        received_at=new.received_at,
-        origin=new.origin,
-        dedupe_keys=new.dedupe_keys,
-    )
+    shared = ("pool", "lead", "received_at", "origin", "dedupe_keys")  # the dedupe keys: a first sight dedupes
+    return LeadUpdated(to_pool=new.pool, **{name: getattr(new, name) for name in shared})
