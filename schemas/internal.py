@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, TypeAdapter, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from schemas.events import DealClosed, EventTime, Id, LeadActivity, LeadClaim, LeadCreated, PoolId, RepUpdated
 
@@ -28,24 +28,14 @@ class LeadArrived(_Internal):
     received_at: EventTime
     origin: Origin | None = None
     # A lead moved here from another pool by an update (docs/lifecycle.md): it is decided as this attempt,
-    # its previous holders excluded; absent on a lead's first arrival.
-    attempt: Annotated[int, Field(ge=2)] | None = None
-    previous_holders: Annotated[list[Id], Field(max_length=64)] = Field(default_factory=list)
-    trigger: Literal["moved"] | None = None
-    moved_from: PoolId | None = None
-
-    @model_serializer(mode="wrap")
-    def _without_unset_move(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """A first arrival is written as before the move fields existed, so a worker of the version before
-        (extra="forbid") still reads it during a rolling upgrade; only a moved lead carries them."""
-        data: dict[str, Any] = handler(self)
-        for name in _MOVE_FIELDS:
-            if not data.get(name):
-                data.pop(name, None)
-        return data
-
-
-_MOVE_FIELDS = ("attempt", "previous_holders", "trigger", "moved_from")
+    # its previous holders excluded. Left out of the record when unset, so a first arrival is written as
+    # before these fields existed and a worker of the version before (extra="forbid") still reads it.
+    attempt: Annotated[int, Field(ge=2)] | None = Field(None, exclude_if=lambda v: v is None)
+    previous_holders: Annotated[list[Id], Field(max_length=64)] = Field(
+        default_factory=list, exclude_if=lambda v: not v
+    )
+    trigger: Literal["moved"] | None = Field(None, exclude_if=lambda v: v is None)
+    moved_from: PoolId | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class LeadUpdated(_Internal):
