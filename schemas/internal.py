@@ -37,8 +37,8 @@ class LeadArrived(_Internal):
         default_factory=dict, exclude_if=lambda keys: not keys
     )
     # A lead moved here from another pool by an update (docs/lifecycle.md): it is decided as this attempt,
-    # its previous holders excluded; absent on a lead's first arrival.
-    # Left out of the record when unset, like dedupe_keys: a first arrival stays readable by older workers.
+    # its previous holders excluded. Left out of the record when unset, so a first arrival is written as
+    # before these fields existed and a worker of the version before (extra="forbid") still reads it.
     attempt: Annotated[int, Field(ge=2)] | None = Field(None, exclude_if=lambda v: v is None)
     previous_holders: Annotated[list[Id], Field(max_length=64)] = Field(
         default_factory=list, exclude_if=lambda v: not v
