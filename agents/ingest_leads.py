@@ -1,11 +1,11 @@
-"""ingest_leads: validate a raw lead and resolve its pool (the leads stage then pins it, match_deals)."""
+"""ingest_leads: validate a raw lead (new or updated) and resolve its pool (the leads stage pins it)."""
 
 from __future__ import annotations
 
 from routing import dedupe
 from routing.territory import resolve_pool
 from schemas.events import LeadCreated
-from schemas.internal import LeadArrived, Origin
+from schemas.internal import LeadArrived, LeadUpdated, Origin
 from streams.codecs import parse
 from streams.runtime.boundary import kafka_time
 from streams.runtime.loop import Event
@@ -29,3 +29,11 @@ def arrived(settings: Settings, event: Event) -> LeadArrived:
         origin=origin_of(event),
         dedupe_keys=dedupe.keys(lead.contact, secret),
     )
+
+
+def updated(settings: Settings, event: Event) -> LeadUpdated:
+    """A new version of a lead (leads.updated): validated like a new lead, its pool resolved by the same
+    rules. `pool` stays the resolved pool until the leads stage reads the index (match_deals.on_update)."""
+    new = arrived(settings, event)
+    shared = ("pool", "lead", "received_at", "origin", "dedupe_keys")  # the dedupe keys: a first sight dedupes
+    return LeadUpdated(to_pool=new.pool, **{name: getattr(new, name) for name in shared})

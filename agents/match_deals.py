@@ -2,13 +2,17 @@
 and activity on to its pool's log.
 
 Leads and deals are keyed by lead_id like the index, so a lead, its deals and its index entry are in one
-ordered log. A lead's first arrival fixes its pool in the index; a re-send that resolves to another pool
-goes to the first one, where it is a duplicate (one lead, one effective decision, one load), until
-explicit re-routing exists. A deal that overtakes its lead is parked (a few per lead) until the lead
-arrives; past `unknown_lead_wait_seconds` it goes to its named pool if it names pool and rep (a lead
-decided outside leadrelay still teaches performance), else to the DLQ as unknown_lead. Activity
-(leads.activity) takes the same path: parked until its lead arrives, dead-lettered as unknown_lead after
-the same wait.
+ordered log. A lead's first arrival fixes its pool in the index; a re-send on leads.new that resolves to
+another pool goes to the first one, where it is a duplicate (one lead, one effective decision, one load:
+a producer's retry must never re-route). A new version on leads.updated goes to the indexed pool's log
+with the pool the rules give it now (`to_pool`); route keeps, re-decides or moves it, and moves the index
+itself (LeadIndexed) once the new pool's log has the lead. An update for a lead the index does not know
+is the lead's first sight (an upsert: a later leads.new for it is a duplicate).
+
+A deal that overtakes its lead is parked (a few per lead) until the lead arrives; past
+`unknown_lead_wait_seconds` it goes to its named pool if it names pool and rep (a lead decided outside
+leadrelay still teaches performance), else to the DLQ as unknown_lead. Activity (leads.activity) takes
+the same path: parked until its lead arrives, dead-lettered as unknown_lead after the same wait.
 
 A lead or deal consumed on a partition other than its lead's home partition (a producer that did not
 key by lead_id) is validated and passed on to the home partition of the internal lead-events topic,
@@ -33,6 +37,7 @@ from schemas.internal import (
     DealUnrouted,
     LeadArrived,
     LeadIndexed,
+    LeadUpdated,
 )
 from streams.codecs import dump, parse_internal
 from streams.errors import UnknownLead
@@ -57,9 +62,12 @@ def handler(settings: Settings) -> Callable[[Context, Event], Awaitable[None]]:
         if msg.topic == lead_topic:  # already validated, on its lead's partition
             await on_lead_event(ctx, parse_internal(LEAD_EVENT, msg.value))
             return
-        ev: LeadArrived | DealUnrouted | ActivityUnrouted | ClaimUnrouted
+        ev: LeadArrived | LeadUpdated | DealUnrouted | ActivityUnrouted | ClaimUnrouted
         if msg.topic == settings.topic_leads_new:
             ev = ingest_leads.arrived(settings, event)
+            lead_id = ev.lead.lead_id
+        elif msg.topic == settings.topic_leads_updated:
+            ev = ingest_leads.updated(settings, event)
             lead_id = ev.lead.lead_id
         elif msg.topic == settings.topic_lead_activity:
             ev = ingest_activity.unrouted(settings, event)
@@ -89,6 +97,9 @@ async def on_lead_event(ctx: Context, ev: object) -> None:
         with logs.bind(lead_id=ev.lead.lead_id):
             # index retention counts from first sight here: a backfill of old leads must not expire at once
             await on_lead(ctx, ev, now)
+    elif isinstance(ev, LeadUpdated):
+        with logs.bind(lead_id=ev.lead.lead_id):
+            await on_update(ctx, ev, now)
     elif isinstance(ev, DealUnrouted):
         with logs.bind(lead_id=ev.deal.lead_id):
             await on_deal(ctx, ev, now)
@@ -145,9 +156,24 @@ async def on_lead(ctx: Context, ev: LeadArrived, now: datetime) -> None:
         await forward(ctx, DealUnrouted.model_validate(parked), ev.pool)
 
 
+async def on_update(ctx: Context, ev: LeadUpdated, now: datetime) -> None:
+    """A new version of a lead goes to the pool the index names, which decides what it means (the index
+    moves only when that pool has sent the lead on). Unknown here, it is the lead's first sight."""
+    index = ctx.tables.lead_index.get(ev.lead.lead_id)
+    if index is None:
+        first = LeadArrived(
+            pool=ev.to_pool, lead=ev.lead, received_at=ev.received_at, origin=ev.origin, dedupe_keys=ev.dedupe_keys
+        )
+        await on_lead(ctx, first, now)
+        return
+    held = ev.model_copy(update={"pool": index["pool"]})
+    await ctx.topics.pool_events.send(key=held.pool.encode(), value=dump(held))
+
+
 def on_indexed(ctx: Context, ev: LeadIndexed, now: datetime) -> None:
-    """A 0.1 worker's index update (it indexed after the decision): applied, so its leads keep their
-    pool. Deals it parked are forwarded by the next lead or given up by housekeeping."""
+    """The lead's pool moved (route, after an update moved the lead), or a 0.1 worker's index update (it
+    indexed after the decision): applied, so records for the lead find its pool. Deals a 0.1 worker
+    parked are forwarded by the next lead or given up by housekeeping."""
     ctx.tables.lead_index[ev.lead_id] = {
         "pool": ev.pool,
         "rep_id": ev.rep_id,

@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 from pydantic import ValidationError
 
 from agents.ingest_claims import answer
-from routing import availability, claims, dedupe, fairness, lifecycle, sla, waiting
+from routing import availability, claims, dedupe, fairness, lifecycle, sla, updates, waiting
 from routing.frame import PoolFrame
+from routing.ids import decision_id
 from routing.ledger import (
     CLAIMABLE,
+    MOVED,
     OPEN,
     WAITING,
     Assigned,
@@ -33,11 +35,15 @@ from schemas.internal import (
     ClaimArrived,
     DealArrived,
     LeadArrived,
+    LeadIndexed,
+    LeadUpdated,
     PolicyChanged,
+    PoolEvent,
     RepChanged,
 )
 from streams.codecs import dump, parse_internal
 from streams.errors import InvalidPolicy, StalePolicy, UnknownLead
+from streams.kafka.topics import home_partition
 from streams.runtime.boundary import kafka_time
 from streams.runtime.context import Context
 from streams.runtime.loop import Event
@@ -54,17 +60,53 @@ FIRE_ROWS = 1000  # follow-up timers fired per housekeeping step and task at mos
 HAND_BACK_ROWS = 100_000  # open leads of one rep looked at per roster change (a rep's capacity at most)
 
 
-async def on_lead(ctx: Context, cache: PoolCache, ev: LeadArrived, now: datetime) -> AssignmentDecision:
+async def on_lead(ctx: Context, cache: PoolCache, ev: LeadArrived, now: datetime) -> None:
+    """A lead's first sight in this pool, or its next attempt after an update moved it here. A lead the
+    ledger has (a re-send, or the same move again) re-emits its decision unchanged, state untouched."""
     t, lead = ctx.tables, ev.lead
-    ledger_key = key(ev.pool, lead.lead_id)
-    stored = t.ledger.get(ledger_key)
-    if stored is not None:
-        decision = AssignmentDecision.model_validate(stored["decision"])  # re-emitted unchanged, state untouched
+    stored = t.ledger.get(key(ev.pool, lead.lead_id))
+    # An update that moves the lead back to a pool it left is its next attempt here, not a duplicate.
+    back = stored is not None and stored["status"] == MOVED and (ev.attempt or 0) > int(stored["decision"]["attempt"])
+    if stored is not None and not back:
+        decision = AssignmentDecision.model_validate(stored["decision"])
         ctx.metrics.record_duplicate(ev.pool)
-    else:
+    elif ev.attempt is None:
         decision = decide_and_record(ctx, cache, ev, now)
+    else:
+        await moved_here(ctx, cache, ev, LedgerEntry.from_dict(stored) if stored else None, now)
+        return
     await ctx.topics.assignments.send(key=lead.lead_id.encode(), value=dump(decision))
-    return decision
+
+
+async def moved_here(
+    ctx: Context, cache: PoolCache, ev: LeadArrived, before: LedgerEntry | None, now: datetime
+) -> None:
+    """A lead an update moved here: its next attempt, previous holders excluded (no dedupe: it is not new)."""
+    assert ev.attempt is not None
+    frame, policy = cache.frame(ev.pool), cache.policy(ev.pool)
+    holders = tuple(ev.previous_holders)
+    result = updates.moved_in(ev.lead, frame, policy, ev.attempt, holders, ev.moved_from, now=now)
+    latency = (datetime.now(UTC) - ev.received_at).total_seconds()  # latency: wall clock
+    await settle(ctx, cache, ev.pool, ev.lead, result, before, now, latency)
+
+
+async def settle(
+    ctx: Context,
+    cache: PoolCache,
+    pool: str,
+    lead: LeadCreated,
+    result: Assigned,
+    before: LedgerEntry | None,
+    now: datetime,
+    latency: float | None = None,
+) -> None:
+    """A decision that may leave the lead waiting (a move, an update decided again): with the policy's
+    `waiting` and everyone full it joins the pool's queue; then it takes effect."""
+    policy = cache.policy(pool)
+    if waiting.waits(result.decision, policy):
+        result = waiting.start(result, lead, policy, now=now)
+        ctx.tables.wait[wait_key(pool, result.entry)] = {"since": sla.stamp(now)}
+    await take_effect(ctx, cache, pool, lead, result, before, latency)
 
 
 def decide_and_record(ctx: Context, cache: PoolCache, ev: LeadArrived, now: datetime) -> AssignmentDecision:
@@ -256,11 +298,17 @@ def set_load(ctx: Context, cache: PoolCache, pool: str, rep_id: str, load: Load)
 
 
 async def take_effect(
-    ctx: Context, cache: PoolCache, pool: str, lead: LeadCreated, new: Assigned, before: LedgerEntry
+    ctx: Context,
+    cache: PoolCache,
+    pool: str,
+    lead: LeadCreated,
+    new: Assigned,
+    before: LedgerEntry | None,
+    latency: float | None = None,
 ) -> None:
-    """A later attempt's decision (SLA, hand-back, claim, claim window, capacity freed, max wait): its
-    ledger entry, holder row and timer, the new holder's load, the pool's state, the decision out; the
-    pool's gauges after the batch."""
+    """A later attempt's decision (SLA, hand-back, claim, claim window, capacity freed, max wait, update,
+    move): its ledger entry, holder row and timer, the new holder's load, the pool's state, the decision
+    out; the pool's gauges after the batch. A timer's decision has no latency (None)."""
     t = ctx.tables
     t.ledger[key(pool, lead.lead_id)] = new.entry.to_dict()
     track(ctx, pool, lead, before, new.entry)
@@ -271,8 +319,95 @@ async def take_effect(
         t.pools[pool] = new.state.to_dict()
         cache.frame(pool).set_state(new.state)
     await ctx.topics.assignments.send(key=lead.lead_id.encode(), value=dump(new.decision))
-    ctx.metrics.record_decision(new.decision, None)
+    ctx.metrics.record_decision(new.decision, latency)
     cache.touched.add(pool)
+
+
+async def on_update(ctx: Context, cache: PoolCache, ev: LeadUpdated, now: datetime) -> None:
+    """A new version of a lead this pool holds: kept, decided again, or moved to another pool (the move,
+    the new pool's first record of the lead and the index's move commit together, in that order)."""
+    t, lead = ctx.tables, ev.lead
+    stored = t.ledger.get(key(ev.pool, lead.lead_id))
+    if stored is None:  # left the ledger after retention: a closed lead
+        ctx.metrics.record_update("ignored")
+        return
+    entry = LedgerEntry.from_dict(stored)
+    load = Load.from_dict(t.loads.get(key(ev.pool, entry.rep_id))) if entry.rep_id else None
+    u = updates.apply(lead, ev.to_pool, cache.frame(ev.pool), cache.policy(ev.pool), entry, load, now=now)
+    if u.outcome == "forwarded":  # not reached: follow_move sent the update after its lead already
+        return
+    ctx.metrics.record_update(u.outcome)
+    if u.outcome == "ignored":
+        return
+    leave_queue(ctx, ev.pool, entry)  # a waiting lead takes a new place (or none) below
+    if u.stopped is not None:
+        del t.sla[sla.timer_key(u.stopped, ev.pool, lead.lead_id)]
+    if u.released is not None:
+        set_load(ctx, cache, ev.pool, *u.released)
+        ctx.metrics.record_release(ev.pool)
+    if u.assigned is not None:
+        await settle(ctx, cache, ev.pool, lead, u.assigned, entry, now)
+    elif u.entry is not None:
+        t.ledger[key(ev.pool, lead.lead_id)] = u.entry.to_dict()
+        track(ctx, ev.pool, lead, entry, u.entry)  # a move: the holder row goes
+        if u.outcome == "kept" and entry.rep_id is not None:  # its row holds the new version for a hand-back
+            t.held[key(ev.pool, entry.rep_id, lead.lead_id)] = {"lead": lead.model_dump(mode="json")}
+        start_timer(ctx, ev.pool, lead, u.entry)  # the same row, now holding the new version
+        if u.entry.status == WAITING:
+            t.wait[wait_key(ev.pool, u.entry)] = {"since": sla.stamp(now)}
+    if u.moved is not None:
+        await move(ctx, ev, u.moved)
+    log.info("lead updated: %s", u.outcome, extra={"pool": ev.pool})
+
+
+async def move(ctx: Context, ev: LeadUpdated, moved: updates.Moved) -> None:
+    """The lead's next attempt goes to its new pool's log first, then the index learns the new pool: a
+    record that still finds the old pool is forwarded from there (`follow_move`), after the lead."""
+    lead_id = ev.lead.lead_id
+    arrival = LeadArrived(
+        pool=moved.to_pool,
+        lead=ev.lead,
+        received_at=ev.received_at,
+        origin=ev.origin,
+        attempt=moved.attempt,
+        previous_holders=list(moved.holders),
+        trigger="moved",
+        moved_from=ev.pool,
+    )
+    await ctx.topics.pool_events.send(key=moved.to_pool.encode(), value=dump(arrival))
+    indexed = LeadIndexed(
+        lead_id=lead_id, pool=moved.to_pool, rep_id=None, decision_id=decision_id(lead_id, moved.attempt)
+    )
+    partition = home_partition(lead_id, ctx.settings.partitions)
+    await ctx.topics.lead_events.send(key=lead_id.encode(), value=dump(indexed), partition=partition)
+
+
+async def follow_move(ctx: Context, ev: PoolEvent) -> bool:
+    """A record for a lead that moved on from this pool goes after it (the index still named this pool
+    when it was routed). The same producer sent the lead there first, so it arrives after the lead."""
+    lead_id = lead_of(ev)
+    if lead_id is None or (isinstance(ev, LeadArrived) and ev.attempt is not None):
+        return False  # not about one lead, or the lead moving (back) here
+    stored = ctx.tables.ledger.get(key(ev.pool, lead_id))
+    if stored is None or stored["status"] != MOVED:
+        return False
+    to_pool = str(stored["moved_to"])
+    await ctx.topics.pool_events.send(key=to_pool.encode(), value=dump(ev.model_copy(update={"pool": to_pool})))
+    if isinstance(ev, LeadUpdated):
+        ctx.metrics.record_update("forwarded")
+    return True
+
+
+def lead_of(ev: PoolEvent) -> str | None:
+    if isinstance(ev, LeadArrived | LeadUpdated):
+        return ev.lead.lead_id
+    if isinstance(ev, ActivityArrived):
+        return ev.activity.lead_id
+    if isinstance(ev, DealArrived):
+        return ev.deal.lead_id
+    if isinstance(ev, ClaimArrived):
+        return ev.claim.lead_id
+    return None
 
 
 def on_activity(ctx: Context, cache: PoolCache, ev: ActivityArrived, now: datetime) -> None:
@@ -559,9 +694,15 @@ async def handle_event(ctx: Context, cache: PoolCache, event: Event) -> None:
     handling the same record again (a redone batch, a replay offline) decides the same way."""
     now = kafka_time(event)
     ev = parse_internal(POOL_EVENT, event.value)
+    if await follow_move(ctx, ev):
+        return
     if isinstance(ev, LeadArrived):
         with logs.bind(lead_id=ev.lead.lead_id, pool=ev.pool):
             await on_lead(ctx, cache, ev, now)
+    elif isinstance(ev, LeadUpdated):
+        with logs.bind(lead_id=ev.lead.lead_id, pool=ev.pool):
+            await on_update(ctx, cache, ev, now)
+        await drain(ctx, cache, ev.pool, now)  # a holder let go of the lead
     elif isinstance(ev, RepChanged):
         await on_rep(ctx, cache, ev, now)
         await drain(ctx, cache, ev.pool, now)  # a new rep, or more capacity

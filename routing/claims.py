@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from routing.decide import Outcome, _evaluate, _scored, evaluate, route
+from routing.decide import Outcome, _evaluate, _scored, route
 from routing.frame import PoolFrame
 from routing.ids import decision_id
-from routing.ledger import CLAIMABLE, Assigned, LedgerEntry, record
+from routing.ledger import CLAIMABLE, Assigned, LedgerEntry, later_attempt, record
 from routing.model import Load
 from routing.policy import Policy, Selector, duration_seconds
 from schemas.events import AssignmentDecision, ClaimReason, Explanation, LeadCreated
@@ -118,17 +118,8 @@ def window_closed(
     stays in the open pool."""
     argmax = {name: s.model_copy(update={"selector": Selector()}) for name, s in policy.strategies.items()}
     assigner = policy.model_copy(update={"strategies": argmax})
-    outcome = evaluate(lead, frame, assigner, now=now, attempt=entry.attempt + 1, exclude=frozenset(entry.holders))
-    d = outcome.decision
-    if d.rep_id is None:
-        return None
     note = f"claim window: nobody claimed the lead within {policy.claims.window} (due {entry.sla_due})"
-    d = d.model_copy(
-        update={
-            "trigger": TRIGGER_WINDOW,
-            "previous_holders": list(entry.holders) or None,
-            "explanation": d.explanation.model_copy(update={"notes": [*d.explanation.notes, note]}),
-        }
+    assigned = later_attempt(
+        lead, frame, assigner, entry.holders, attempt=entry.attempt + 1, trigger=TRIGGER_WINDOW, note=note, now=now
     )
-    assigned = record(replace(outcome, decision=d), frame, policy, now=now)
-    return replace(assigned, entry=replace(assigned.entry, holders=entry.holders))
+    return assigned if assigned.decision.rep_id is not None else None

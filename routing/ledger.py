@@ -15,6 +15,7 @@ from routing.policy import Policy, duration_seconds
 from schemas.events import AssignmentDecision, DealClosed, LeadCreated
 
 OPEN, UNASSIGNED, CLAIMABLE, WAITING = "open", "unassigned", "claimable", "waiting"
+MOVED = "moved"  # an update moved the lead to another pool (`moved_to`): closed here, its records follow it
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +24,7 @@ class LedgerEntry:
     and the lead's features (never its contact data) so the outcome can teach the model."""
 
     decision: Mapping[str, Any]
-    status: str  # open | unassigned | claimable | waiting | won | lost | (closing activity kinds)
+    status: str  # open | unassigned | claimable | waiting | won | lost | moved | (closing activity kinds)
     rep_id: str | None
     value: float = 0.0
     closed_at: str | None = None  # the deal's own closed_at (event time)
@@ -41,6 +42,8 @@ class LedgerEntry:
     claimed: bool = False  # the holder claimed it from the open pool (counts against its holding limit)
     lead: Mapping[str, Any] | None = None  # the lead (no contact data) while claimable or waiting: decided on later
     waited_seconds: float | None = None  # how long the lead waited for capacity before this attempt
+    moved_to: str | None = None  # status moved: the pool the lead went to (activity, deals, claims follow it)
+    updated_at: str | None = None  # log time of the last update applied to the lead here
     # A duplicate (routing/dedupe.py): lead_id and key kind of the lead it joined; it holds no load.
     duplicate_of: Mapping[str, Any] | None = None
 
@@ -63,6 +66,8 @@ class LedgerEntry:
             bool(data.get("claimed", False)),
             data.get("lead"),
             data.get("waited_seconds"),
+            data.get("moved_to"),
+            data.get("updated_at"),
             data.get("duplicate_of"),
         )
 
@@ -84,6 +89,8 @@ class LedgerEntry:
             **({"claimed": True} if self.claimed else {}),
             **({"lead": dict(self.lead)} if self.lead is not None else {}),
             **({"waited_seconds": self.waited_seconds} if self.waited_seconds is not None else {}),
+            **({"moved_to": self.moved_to} if self.moved_to is not None else {}),
+            **({"updated_at": self.updated_at} if self.updated_at is not None else {}),
             **({"duplicate_of": dict(self.duplicate_of)} if self.duplicate_of is not None else {}),
         }
 
@@ -143,6 +150,36 @@ def with_lead(result: Assigned, lead: LeadCreated, policy: Policy, *, now: datet
     window = policy.claims.window
     due = sla.stamp(now + timedelta(seconds=duration_seconds(window))) if window else None
     return replace(result, entry=replace(result.entry, lead=lead.model_dump(mode="json"), sla_due=due))
+
+
+def later_attempt(
+    lead: LeadCreated,
+    frame: PoolFrame,
+    policy: Policy,
+    holders: tuple[str, ...],
+    *,
+    attempt: int,
+    trigger: str,
+    note: str,
+    now: datetime,
+    extra: Mapping[str, Any] | None = None,
+) -> Assigned:
+    """Attempt `attempt` of a lead decided by the pool's policy, its previous `holders` excluded: the
+    decision names the trigger, the holders, (in a note) why, and any `extra` fields; its entry keeps the
+    holders. Whether a decision without a rep is acceptable is the caller's call (some keep the lead where
+    it was instead)."""
+    outcome = evaluate(lead, frame, policy, now=now, attempt=attempt, exclude=frozenset(holders))
+    d = outcome.decision
+    d = d.model_copy(
+        update={
+            "trigger": trigger,
+            "previous_holders": list(holders) or None,
+            "explanation": d.explanation.model_copy(update={"notes": [*d.explanation.notes, note]}),
+            **(extra or {}),
+        }
+    )
+    assigned = with_lead(record(replace(outcome, decision=d), frame, policy, now=now), lead, policy, now=now)
+    return replace(assigned, entry=replace(assigned.entry, holders=holders))
 
 
 def record(outcome: Outcome, frame: PoolFrame, policy: Policy, *, now: datetime) -> Assigned:

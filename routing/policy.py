@@ -275,6 +275,18 @@ class Waiting(_Model):
     )
 
 
+class Updates(_Model):
+    """Lead updates (docs/lifecycle.md): what an open lead must still satisfy to keep its holder when a new
+    version of it arrives and it stays in this pool."""
+
+    holder_must_fit: bool = Field(
+        True,
+        description="The holder must still pass the strategy's structural checks for the new version (value"
+        " tier's allowed rep tiers, must-have tags; the strategy's fallbacks count); otherwise the lead is"
+        " released and decided again. false: an open lead always keeps its holder",
+    )
+
+
 Status = Literal["away", "offline", "inactive"]  # a rep's state other than available and active
 
 
@@ -356,6 +368,7 @@ class Policy(_Model):
     follow_up: FollowUp | None = Field(None, description="follow-up SLA: reassign leads nobody touched")
     claims: Claims = Field(default_factory=Claims)
     waiting: Waiting | None = Field(None, description="leads everyone was too full for wait for capacity; None = off")
+    updates: Updates = Field(default_factory=Updates)
     availability: Availability = Field(default_factory=Availability)
     dedupe: Dedupe | None = Field(None, description="duplicates go to the holder of the lead they repeat; None = off")
 

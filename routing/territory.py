@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from routing.ids import unit_hash
 from schemas.events import LeadCreated, PoolId
 
 _FIELDS = ("source", "region", "country", "industry", "product", "language")
@@ -50,10 +51,39 @@ def _number(value: Any) -> bool:
 
 
 class TerritoryRule(Conditions):
-    """One rule entry mapping leads to a pool: first match wins."""
+    """One rule entry mapping leads to a pool (`pool`), or splitting them between pools by weight
+    (`split`, e.g. {"emea-a": 3, "emea-b": 1}): first match wins."""
 
-    pool: PoolId
+    pool: PoolId | None = None
+    split: dict[PoolId, Annotated[int, Field(ge=1, le=10_000)]] | None = Field(None, min_length=1, max_length=32)
     name: Annotated[str, Field(max_length=64)] | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> TerritoryRule:
+        if (self.pool is None) == (self.split is None):
+            raise ValueError("a territory rule names exactly one of `pool` and `split`")
+        return self
+
+    def target(self, lead_id: str, label: str) -> str:
+        """The rule's pool for this lead. A split hashes the lead id with the rule's label (its name or
+        position), never the wall clock or a global random: the same lead always lands in the same pool
+        under the same rule, so an update that still matches the rule does not move it."""
+        if self.pool is not None:
+            return self.pool
+        assert self.split is not None
+        return split_pool(self.split, unit_hash("territory", label, lead_id))
+
+
+def split_pool(weights: dict[str, int], u: float) -> str:
+    """The pool whose share of the weights `u` (in [0, 1)) falls in; pools in sorted order, so the
+    result does not depend on how the mapping was written."""
+    total = sum(weights.values())
+    cumulative = 0
+    for pool in sorted(weights):
+        cumulative += weights[pool]
+        if u * total < cumulative:
+            return pool
+    return max(weights)  # u < 1 never gets here; kept for float edge cases
 
 
 def _value(lead: LeadCreated, key: str) -> Any:
@@ -70,5 +100,6 @@ def resolve_pool(lead: LeadCreated, rules: list[TerritoryRule], default: str) ->
         return lead.pool, "explicit"
     for index, rule in enumerate(rules):
         if rule.matches(lead):
-            return rule.pool, f"rule:{rule.name or index}"
+            label = rule.name or str(index)
+            return rule.target(lead.lead_id, label), f"rule:{label}"
     return default, "default"

@@ -13,10 +13,9 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from routing import sla
-from routing.decide import evaluate
 from routing.frame import PoolFrame
 from routing.ids import decision_id
-from routing.ledger import CLAIMABLE, OPEN, WAITING, Assigned, LedgerEntry, record, with_lead
+from routing.ledger import CLAIMABLE, OPEN, WAITING, Assigned, LedgerEntry, later_attempt, with_lead
 from routing.policy import Policy, duration_seconds
 from schemas.events import AssignmentDecision, LeadCreated
 
@@ -68,24 +67,23 @@ def since(entry: LedgerEntry) -> datetime:
 def freed(lead: LeadCreated, frame: PoolFrame, policy: Policy, entry: LedgerEntry, *, now: datetime) -> Assigned | None:
     """Capacity freed in the lead's pool: decide it again as attempt n+1 (trigger capacity_freed), its
     wait recorded in the explanation. None: still nobody can take it, it keeps waiting."""
-    attempt = entry.attempt + 1
-    outcome = evaluate(lead, frame, policy, now=now, attempt=attempt, exclude=frozenset(entry.holders))
-    d = outcome.decision
-    if d.rep_id is None:
-        return None
     waited = max(0.0, (now - since(entry)).total_seconds())
     note = f"waited {waited:.0f}s for capacity (since {since(entry).isoformat()})"
-    d = d.model_copy(
-        update={
-            "trigger": TRIGGER_FREED,
-            "previous_holders": list(entry.holders) or None,
-            "waited_seconds": waited,
-            "explanation": d.explanation.model_copy(update={"notes": [*d.explanation.notes, note]}),
-        }
+    assigned = later_attempt(
+        lead,
+        frame,
+        policy,
+        entry.holders,
+        attempt=entry.attempt + 1,
+        trigger=TRIGGER_FREED,
+        note=note,
+        now=now,
+        extra={"waited_seconds": waited},
     )
-    assigned = record(replace(outcome, decision=d), frame, policy, now=now)
+    if assigned.decision.rep_id is None:
+        return None
     assert assigned.entry.status == OPEN
-    return replace(assigned, entry=replace(assigned.entry, holders=entry.holders, waited_seconds=waited))
+    return replace(assigned, entry=replace(assigned.entry, waited_seconds=waited))
 
 
 def timed_out(lead: LeadCreated, frame: PoolFrame, policy: Policy, entry: LedgerEntry, *, now: datetime) -> Assigned:

@@ -275,8 +275,9 @@ class AssignmentDecision(_Event):
     trigger: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]*$", max_length=32)] | None = Field(
         None,
         description="What made this attempt: null for a lead's first decision; sla_expired: its follow-up"
-        " timer fired (a reassignment, or a return to the open pool). Consumers must accept values they do"
-        " not know.",
+        " timer fired (a reassignment, or a return to the open pool); moved: an update moved the lead to this"
+        " pool; updated: an update decided it again in its pool (docs/lifecycle.md lists them all). Consumers"
+        " must accept values they do not know.",
     )
     previous_holders: Annotated[list[Id], Field(max_length=64)] | None = Field(
         None, description="Reps that held the lead before this attempt (excluded from it), oldest first"

@@ -25,6 +25,17 @@ LEAD_CREATED: list[dict[str, Any]] = [
     {"lead_id": "CRM-42", "created_at": "2026-11-27T09:14:03Z"},
 ]
 
+# The same lead a day later: a bigger company in another country (territory rules may now place it elsewhere).
+LEAD_UPDATED: list[dict[str, Any]] = [
+    {
+        **LEAD_CREATED[0],
+        "country": "AT",
+        "company_size": 1400,
+        "estimated_value": 64000.0,
+    },
+    {"lead_id": "CRM-42", "created_at": "2026-11-27T09:14:03Z", "pool": "emea-enterprise"},
+]
+
 DEAL_CLOSED: list[dict[str, Any]] = [
     {
         "schema_version": 1,

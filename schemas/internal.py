@@ -36,6 +36,32 @@ class LeadArrived(_Internal):
     dedupe_keys: dict[Literal["email", "phone", "domain"], DedupeKey] = Field(
         default_factory=dict, exclude_if=lambda keys: not keys
     )
+    # A lead moved here from another pool by an update (docs/lifecycle.md): it is decided as this attempt,
+    # its previous holders excluded. Left out of the record when unset, so a first arrival is written as
+    # before these fields existed and a worker of the version before (extra="forbid") still reads it.
+    attempt: Annotated[int, Field(ge=2)] | None = Field(None, exclude_if=lambda v: v is None)
+    previous_holders: Annotated[list[Id], Field(max_length=64)] = Field(
+        default_factory=list, exclude_if=lambda v: not v
+    )
+    trigger: Literal["moved"] | None = Field(None, exclude_if=lambda v: v is None)
+    moved_from: PoolId | None = Field(None, exclude_if=lambda v: v is None)
+
+
+class LeadUpdated(_Internal):
+    """A new version of a lead the index knows (`leads.updated`). In the pool log of the pool that holds it
+    (`pool`), which keeps it or moves it to `to_pool` (the pool the territory rules give the new version).
+    On the lead-events topic, before the index is read, `pool` is the resolved pool too."""
+
+    kind: Literal["update"] = "update"
+    pool: PoolId
+    to_pool: PoolId
+    lead: LeadCreated  # contact excluded from dumps, as in LeadArrived
+    received_at: EventTime
+    origin: Origin | None = None
+    # As in LeadArrived: an update of a lead never seen is its first sight, and dedupes like a new lead.
+    dedupe_keys: dict[Literal["email", "phone", "domain"], DedupeKey] = Field(
+        default_factory=dict, exclude_if=lambda keys: not keys
+    )
 
 
 class RepChanged(_Internal):
@@ -88,14 +114,22 @@ class LedgerExpired(_Internal):
 
 
 PoolEvent = Annotated[
-    LeadArrived | RepChanged | DealArrived | ActivityArrived | ClaimArrived | PolicyChanged | LedgerExpired,
+    LeadArrived
+    | LeadUpdated
+    | RepChanged
+    | DealArrived
+    | ActivityArrived
+    | ClaimArrived
+    | PolicyChanged
+    | LedgerExpired,
     Field(discriminator="kind"),
 ]
 POOL_EVENT = TypeAdapter(PoolEvent)
 
 
 class LeadIndexed(_Internal):
-    """A decision's owner, so deals that name only a lead_id can find their pool."""
+    """A lead's pool (and owner), so deals that name only a lead_id can find their pool: written by 0.1
+    workers after a decision, and by `route` when an update moved the lead to another pool."""
 
     kind: Literal["indexed"] = "indexed"
     lead_id: Id
@@ -145,7 +179,14 @@ class IndexExpired(_Internal):
 
 
 LeadEvent = Annotated[
-    LeadArrived | LeadIndexed | DealUnrouted | ActivityUnrouted | ClaimUnrouted | PendingExpired | IndexExpired,
+    LeadArrived
+    | LeadUpdated
+    | LeadIndexed
+    | DealUnrouted
+    | ActivityUnrouted
+    | ClaimUnrouted
+    | PendingExpired
+    | IndexExpired,
     Field(discriminator="kind"),
 ]
 LEAD_EVENT = TypeAdapter(LeadEvent)

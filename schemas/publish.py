@@ -88,6 +88,17 @@ CONTRACTS: tuple[Contract, ...] = (
         examples.LEAD_CREATED,
     ),
     Contract(
+        "leads.updated",
+        LeadCreated,
+        "input",
+        SCHEMA_VERSION,
+        "lead_id",
+        "A new version of a lead (the full current lead, not a patch): a lead whose routing inputs changed is"
+        " kept by its holder, decided again, or moved to the pool the territory rules now give it. An update"
+        " for a lead leadrelay does not know is its first sight. `contact` is never stored, logged or emitted.",
+        examples.LEAD_UPDATED,
+    ),
+    Contract(
         "deals.closed",
         DealClosed,
         "input",

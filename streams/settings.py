@@ -106,6 +106,9 @@ class Settings(BaseModel):
 
     # Topics
     topic_leads_new: str = Field("leads.new", description="Input: new leads")
+    topic_leads_updated: str = Field(
+        "leads.updated", description="Input: new versions of known leads (key lead_id): kept, re-decided or moved"
+    )
     topic_deals_closed: str = Field("deals.closed", description="Input: won/lost deals")
     topic_lead_activity: str = Field(
         "leads.activity", description="Input: what reps did with their leads (touches, closes; key lead_id)"
@@ -155,7 +158,8 @@ class Settings(BaseModel):
     # Routing
     default_pool: PoolId = Field("default", description="Pool of leads that no explicit pool or rule places")
     territory_rules: list[TerritoryRule] = Field(
-        default_factory=list, description="Ordered pool rules (JSON list); first match wins"
+        default_factory=list,
+        description="Ordered pool rules (JSON list; `pool` or a weighted `split`); first match wins",
     )
     default_policy_file: Path | None = Field(
         None, description="YAML/JSON policy for pools without one of their own (built-in: least loaded)"

@@ -2,7 +2,8 @@
 Kafka acknowledged every record.
 
     POST /v1/leads   application/json: one LeadCreated      application/x-ndjson: JSON lines, one each
-    POST /v1/deals   the same with DealClosed
+    POST /v1/leads/updated   the same with LeadCreated, a new version of a lead (to leads.updated)
+    POST /v1/deals   the same with DealClosed (activity and claims alike: /v1/activity, /v1/claims)
     GET  /healthz    the process answers          GET /readyz   connected to Kafka (else 503)
 
 Answers: 202 accepted (partition and offset of each record); 400 invalid input, naming the field path
@@ -50,17 +51,24 @@ RETRY_AFTER = {"Retry-After": "1"}
 
 @dataclass(frozen=True)
 class Route:
-    """One POST endpoint: /v1/<name> validates with `model` and publishes to `topic(settings)`."""
+    """One POST endpoint: /v1/<path> (the name unless given) validates with `model` and publishes to
+    `topic(settings)`; the name labels its metrics."""
 
     name: str
     model: type[BaseModel]
     topic: Callable[[Settings], str]
     key_field: str = "lead_id"
+    path: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"/v1/{self.path or self.name}"
 
 
 # Register, don't branch: a path that is not listed is 404.
 ROUTES = (
     Route("leads", LeadCreated, lambda s: s.topic_leads_new),
+    Route("lead_updates", LeadCreated, lambda s: s.topic_leads_updated, path="leads/updated"),
     Route("deals", DealClosed, lambda s: s.topic_deals_closed),
     Route("activity", LeadActivity, lambda s: s.topic_lead_activity),
     Route("claims", LeadClaim, lambda s: s.topic_claims),
@@ -246,7 +254,7 @@ def api_app(ingress: Ingress) -> web.Application:
 
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[observe])
     for route in ROUTES:
-        app.router.add_post(f"/v1/{route.name}", ingress.handler(route), name=route.name)
+        app.router.add_post(route.url, ingress.handler(route), name=route.name)
     add_health(app, ingress)
     return app
 

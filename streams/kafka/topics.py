@@ -41,6 +41,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     p = settings.partitions
     return [
         TopicSpec(settings.topic_leads_new, p, {}),
+        TopicSpec(settings.topic_leads_updated, p, {}),
         TopicSpec(settings.topic_deals_closed, p, {}),
         TopicSpec(settings.topic_lead_activity, p, {}),
         TopicSpec(settings.topic_claims, p, {}),

@@ -1,9 +1,13 @@
 """The stages: which handler (agents/*) reads which topics and keeps which table.
 
-Two hops for a lead or a deal, no cycle:
+Two hops for a lead or a deal:
 
-  leads.new, deals.closed, leads.activity, leads.claims ──> leads (key lead_id; lead index) ──> pool-events ──> route
+  leads.new, leads.updated, deals.closed, leads.activity, leads.claims
+      ──> leads (key lead_id; lead index) ──> pool-events ──> route
   reps.roster ──> roster (rep -> pools) ──> pool-events          routing.policies ──> policies ──> pool-events
+
+One way back, for an update that moves a lead (docs/lifecycle.md): route sends the lead to its new pool's
+log (pool-events) and its new pool to the index (lead-events, which only writes the index: no further hop).
 
 Each stage runs as one task per partition (streams/runtime/loop.py); its handler sees a context bound to
 that task (streams/runtime/context.py), every record through guarded() (streams/runtime/boundary.py).
@@ -56,6 +60,7 @@ def build(
             "leads",
             (
                 settings.topic_leads_new,
+                settings.topic_leads_updated,
                 settings.topic_deals_closed,
                 settings.topic_lead_activity,
                 settings.topic_claims,

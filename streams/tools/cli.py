@@ -158,7 +158,11 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from streams.tools import synthetic
 
     settings = _settings(args)
-    topic = {"leads": settings.topic_leads_new, "deals": settings.topic_deals_closed}[args.kind]
+    topic = {
+        "leads": settings.topic_leads_new,
+        "updates": settings.topic_leads_updated,
+        "deals": settings.topic_deals_closed,
+    }[args.kind]
     records: Iterator[tuple[bytes | None, bytes | None]]
     if args.file:
         try:
@@ -170,6 +174,12 @@ def cmd_produce(args: argparse.Namespace) -> int:
     elif args.kind == "leads":
         records = ((lead.lead_id.encode(), synthetic.wire(lead)) for lead in synthetic.leads(args.seed))
         records = islice(records, args.synthetic)
+    elif args.kind == "updates":  # the leads of `produce leads` with the same seed, each now worth twice as much
+        updated = (
+            u.model_copy(update={"estimated_value": 2 * (u.estimated_value or 500.0)})
+            for u in synthetic.leads(args.seed)
+        )
+        records = islice(((u.lead_id.encode(), synthetic.wire(u)) for u in updated), args.synthetic)
     else:
         rng, now = random.Random(args.seed), datetime.now(UTC)
         leads = islice(synthetic.leads(args.seed, start=now), args.synthetic)
@@ -439,8 +449,10 @@ def parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_kafka)
     to = sub.add_parser("topics", help="create missing topics and check their partition counts")
     to.set_defaults(func=cmd_topics)
-    pr = sub.add_parser("produce", help="send leads or deals from JSON lines, or synthetic ones")
-    pr.add_argument("kind", choices=["leads", "deals"], help="send to the leads topic or the deals topic")
+    pr = sub.add_parser("produce", help="send leads, lead updates or deals from JSON lines, or synthetic ones")
+    pr.add_argument(
+        "kind", choices=["leads", "updates", "deals"], help="send to the leads, lead updates or deals topic"
+    )
     src = pr.add_mutually_exclusive_group(required=True)
     src.add_argument("--file", help="JSON lines, one event each, keyed by lead_id (no default: this or --synthetic)")
     src.add_argument("--synthetic", type=_count, metavar="N", help="N generated events (no default: this or --file)")

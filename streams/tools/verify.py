@@ -13,8 +13,12 @@ I4 no decision went to a rep that was unavailable or absent in the roster at tha
    topic's timestamps (with ROSTER_SLACK_MS of overlap)
 Claims: every valid leads.claims record is answered exactly once on leads.claim-results.
 I5 no input offset was skipped: each leads.new record led to a decision or a DLQ record, and each
-   deals.closed and leads.activity record reached its pool (pool-events) or the DLQ; every DLQ record
-   says where it came from and why
+   deals.closed, leads.activity and leads.updated record reached its pool (pool-events) or the DLQ; every
+   DLQ record says where it came from and why
+
+Updates (docs/lifecycle.md): a move is a release in the old pool at the update's position in its log and
+the next attempt in the new pool at the moved lead's position there; an update decided again in its pool
+is replayed like a reassignment.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from schemas.events import (
     LeadCreated,
     RepUpdated,
 )
-from schemas.internal import POOL_EVENT, ActivityArrived, DealArrived, LeadArrived, RepChanged
+from schemas.internal import POOL_EVENT, ActivityArrived, DealArrived, LeadArrived, LeadUpdated, RepChanged
 from streams.kafka.changelog import namespace, read_table
 from streams.kafka.clients import read_all
 from streams.kafka.topics import home_partition, pool_events_topic
@@ -71,6 +75,8 @@ class Report:
     state_mismatches: list[str] = field(default_factory=list)
     skipped_deals: list[str] = field(default_factory=list)  # deals.closed offsets neither routed nor dead
     skipped_activity: list[str] = field(default_factory=list)  # leads.activity offsets neither routed nor dead
+    updates_in: int = 0  # valid leads.updated records
+    skipped_updates: list[str] = field(default_factory=list)  # leads.updated offsets neither routed nor dead
     claims_in: int = 0  # valid claims on leads.claims
     claim_answers: list[str] = field(default_factory=list)  # claims answered not exactly once
     unexplained_dead_letters: list[str] = field(default_factory=list)  # DLQ records without origin/reason
@@ -88,6 +94,7 @@ class Report:
         "skipped_offsets",
         "skipped_deals",
         "skipped_activity",
+        "skipped_updates",
         "claim_answers",
         "unexplained_dead_letters",
     )
@@ -129,6 +136,8 @@ class Report:
             row("I5 skipped input offsets", len(self.skipped_offsets), not self.skipped_offsets),
             row("I5 deals neither routed nor DLQ", len(self.skipped_deals), not self.skipped_deals),
             row("I5 activity neither routed nor DLQ", len(self.skipped_activity), not self.skipped_activity),
+            row("updates in (valid)", self.updates_in),
+            row("I5 updates neither routed nor DLQ", len(self.skipped_updates), not self.skipped_updates),
             row("I5 DLQ records without reason", len(self.unexplained_dead_letters), not self.unexplained_dead_letters),
             row("claims in (valid)", self.claims_in),
             row("claims not answered exactly once", len(self.claim_answers), not self.claim_answers),
@@ -144,6 +153,7 @@ def _headers(record: Any) -> dict[str, str]:
 async def collect(settings: Settings) -> dict[str, list[Any]]:
     topics = {
         "leads": settings.topic_leads_new,
+        "updates": settings.topic_leads_updated,
         "deals": settings.topic_deals_closed,
         "activity": settings.topic_lead_activity,
         "claims": settings.topic_claims,
@@ -205,6 +215,7 @@ def check(records: dict[str, list[Any]], settings: Settings, *, check_state: boo
     _check_deals_routed(report.skipped_deals, records["deals"], dead_deals, pool_log, settings.topic_deals_closed)
     topic = settings.topic_lead_activity
     _check_deals_routed(report.skipped_activity, records.get("activity") or [], dead.get(topic, set()), pool_log, topic)
+    _check_updates(report, records.get("updates") or [], dead, pool_log, settings, first)
     _check_claims(report, records.get("claims") or [], records.get("claim_results") or [])
     if check_state:
         report.checked_state = True
@@ -279,14 +290,37 @@ def _parse_pool_log(records: list[Any]) -> _PoolLog:
             ev = POOL_EVENT.validate_json(r.value) if r.value else None
         except ValidationError:
             continue
-        if isinstance(ev, DealArrived | ActivityArrived) and ev.origin is not None:
+        if isinstance(ev, DealArrived | ActivityArrived | LeadUpdated | LeadArrived) and ev.origin is not None:
             log.origins.add((ev.origin.topic, ev.origin.partition, ev.origin.offset))
-        if isinstance(ev, LeadArrived | RepChanged | DealArrived | ActivityArrived):
+        if isinstance(ev, LeadArrived | LeadUpdated | RepChanged | DealArrived | ActivityArrived):
             by_partition[r.partition].append((r.offset, r.timestamp, ev))
     log.partitions = {
         p: [(ts, ev) for _, ts, ev in sorted(items, key=lambda x: x[0])] for p, items in by_partition.items()
     }
     return log
+
+
+def _check_updates(
+    report: Report,
+    records: list[Any],
+    dead: dict[str, set[tuple[int, int]]],
+    pool_log: _PoolLog,
+    settings: Settings,
+    first: dict[str, tuple[Any, AssignmentDecision]],
+) -> None:
+    """I5 for leads.updated: each record reached a pool's log (as an update, or as the lead's first sight)
+    or the DLQ; a valid update's lead has a decision (an update of an unknown lead is its first sight)."""
+    topic = settings.topic_leads_updated
+    _check_deals_routed(report.skipped_updates, records, dead.get(topic, set()), pool_log, topic)
+    for r in records:
+        try:
+            lead = LeadCreated.model_validate_json(r.value) if r.value is not None else None
+        except ValidationError:
+            continue
+        if lead is not None and len(r.value) <= settings.max_payload_bytes:
+            report.updates_in += 1
+            if lead.lead_id not in first and lead.lead_id not in report.lost_leads:
+                report.lost_leads.append(lead.lead_id)
 
 
 def _check_deals_routed(
@@ -325,7 +359,7 @@ def _closes(ev: Any) -> bool:
 
 
 def _lead_of(ev: Any) -> str:
-    if isinstance(ev, LeadArrived):
+    if isinstance(ev, LeadArrived | LeadUpdated):
         return ev.lead.lead_id
     return ev.deal.lead_id if isinstance(ev, DealArrived) else str(ev.activity.lead_id)
 
@@ -337,6 +371,7 @@ class _Replay:
     report: Report
     first: dict[str, AssignmentDecision]
     checked: set[str]
+    attempts: dict[tuple[str, int], AssignmentDecision] = field(default_factory=dict)  # the moved-in ones
     profiles: dict[tuple[str, str], RepUpdated | None] = field(default_factory=dict)
     open_: Counter[tuple[str, str]] = field(default_factory=Counter)
     holder: dict[str, tuple[str, str] | None] = field(default_factory=dict)
@@ -344,10 +379,19 @@ class _Replay:
     waiting: set[str] = field(default_factory=set)  # seen in the log without a rep: a later attempt may take it
 
     def release(self, lead_id: str, d: AssignmentDecision, silent: str | None) -> None:
-        """A reassignment's silent holder lets go of the lead."""
+        """A reassignment's silent holder (or a holder an update no longer fits) lets go of the lead."""
         if lead_id not in self.closed and silent is not None and self.holder.get(lead_id) == (d.pool, silent):
             self.open_[(d.pool, silent)] -= 1
             self.holder[lead_id] = None
+
+    def move_out(self, lead_id: str, pool: str) -> None:
+        """An update moved the lead out of `pool` (at the update's place in that pool's log): its holder
+        there lets go of it. An update that found the lead closed or moved on already changes nothing."""
+        held = self.holder.get(lead_id)
+        if lead_id not in self.closed and held is not None and held[0] == pool:
+            self.open_[held] -= 1
+            self.holder[lead_id] = None
+        self.waiting.discard(lead_id)
 
     def take(self, lead_id: str, d: AssignmentDecision) -> None:
         """A reassignment's new holder takes the lead (also a lead that had no holder yet: capacity freed,
@@ -373,6 +417,15 @@ class _Replay:
         """The lead's first position in the log: its first decision's rep must be available and not full."""
         if lead_id in self.checked:
             return
+        self.hold(lead_id, d)
+
+    def move_in(self, lead_id: str, d: AssignmentDecision) -> None:
+        """A moved lead's position in its new pool's log: decided there like a first sight."""
+        self.waiting.discard(lead_id)
+        self.hold(lead_id, d)
+
+    def hold(self, lead_id: str, d: AssignmentDecision) -> None:
+        """The decision's rep takes the lead here; it must be available and not full."""
         if d.rep_id is None:
             self.waiting.add(lead_id)
             return
@@ -399,12 +452,22 @@ class _Replay:
         if isinstance(ev, ActivityArrived) and not _closes(ev):
             return
         lead_id = _lead_of(ev)
-        d = self.first.get(lead_id)
-        if d is None or d.pool != ev.pool:
+        if isinstance(ev, LeadUpdated):
+            if ev.to_pool != ev.pool:
+                self.move_out(lead_id, ev.pool)
             return
-        if _closes(ev):
+        if isinstance(ev, LeadArrived) and ev.attempt is not None:
+            moved = self.attempts.get((lead_id, ev.attempt))
+            if moved is not None and moved.pool == ev.pool:
+                self.move_in(lead_id, moved)
+            return
+        d = self.first.get(lead_id)
+        if d is None:
+            return
+        held = self.holder.get(lead_id)
+        if _closes(ev) and (d.pool == ev.pool or (held is not None and held[0] == ev.pool)):
             self.close(lead_id)
-        else:
+        elif not _closes(ev) and d.pool == ev.pool:
             self.arrive(lead_id, d)
 
 
@@ -422,15 +485,18 @@ def _replay_pool_log(report: Report, chains: Chains, pool_log: _PoolLog, partiti
     reassignment's own facts are checked too). A lead's attempts always apply in order: a release waits
     for nothing, it first applies the lead's earlier takes still held back by the slack."""
     first = {lead_id: chain[0][1] for lead_id, chain in chains.items()}
+    moved = {(lead_id, d.attempt): d for lead_id, chain in chains.items() for _, d in chain if d.trigger == "moved"}
     checked: set[str] = set()
     for partition, events in pool_log.partitions.items():
         steps = sorted(
             ((round(d.decided_at.timestamp() * 1000), lead_id, d.attempt), d, prev.rep_id)
             for lead_id, chain in chains.items()
             for (_, prev), (_, d) in itertools.pairwise(chain)
-            if home_partition(d.pool, partitions) == partition
+            # Moves are in the pool logs (the update in the old pool, the lead in the new one): replayed
+            # there. Every other pair is in one pool (a later attempt stays in its pool).
+            if home_partition(d.pool, partitions) == partition and d.trigger != "moved"
         )
-        _Attempts(_Replay(report, first, checked), steps).replay(events)
+        _Attempts(_Replay(report, first, checked, moved), steps).replay(events)
     report.checked_in_pool_log = len(checked)
     return checked
 

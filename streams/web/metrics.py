@@ -111,6 +111,7 @@ class Metrics:
     deals: Counter
     activity: Counter
     sla_reassignments: Counter
+    lead_updates: Counter
     hand_backs: Counter
     claims: Counter
     waiting: Gauge
@@ -215,6 +216,13 @@ class Metrics:
             sla_reassignments=Counter(
                 "leadrelay_sla_reassignments",
                 "Lead timers that fired: follow-up SLA (reassigned, returned_to_pool), claim window (window_assigned)",
+                ["outcome"],
+                registry=registry,
+            ),
+            lead_updates=Counter(
+                "leadrelay_lead_updates",
+                "Lead updates applied in the pool log, by what they did (kept, moved, redecided, requeued,"
+                " stored, forwarded, ignored)",
                 ["outcome"],
                 registry=registry,
             ),
@@ -397,6 +405,10 @@ class Metrics:
     def record_sla(self, outcome: str) -> None:
         """A lead's timer fired: `reassigned`, `returned_to_pool` (follow-up SLA), `window_assigned` (claim window)."""
         self.sla_reassignments.labels(outcome=outcome).inc()
+
+    def record_update(self, outcome: str) -> None:
+        """A lead update applied in the pool log (`outcome` is a closed set, routing/updates.OUTCOMES)."""
+        self.lead_updates.labels(outcome=outcome).inc()
 
     def record_hand_back(self, trigger: str, outcome: str) -> None:
         """A lead taken from a rep that left the pool or turned unavailable (closed sets: see availability)."""

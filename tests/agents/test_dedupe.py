@@ -203,3 +203,15 @@ async def test_the_contact_reaches_no_table_and_no_internal_topic(hd: Harness) -
     arrived = [s.json() for s in hd.sent("pool_events") if s.json().get("kind") == "lead"]
     expected = dedupe.keys(Contact.model_validate(JANE), SECRET.encode())
     assert arrived and all(a["dedupe_keys"] == expected for a in arrived)
+
+
+async def test_an_update_that_is_a_leads_first_sight_dedupes_like_a_new_lead(hd: Harness) -> None:
+    """An update of a lead never seen is its first sight (an upsert): its contact's keys come along."""
+    await dedupe_pool(hd)
+    first = await decide(hd, "lead-1")
+    value = raw(lead(lead_id="lead-2", pool=POOL, contact=JANE))
+    sent = await hd.feed("leads", hd.settings.topic_leads_updated, home("lead-2"), value, b"lead-2")
+    await hd.deliver(sent)
+    again = hd.decisions("lead-2")[-1]
+    assert (again["rep_id"], again["trigger"]) == (first["rep_id"], "duplicate_of")
+    assert not any(part.encode() in (s.value or b"") for s in hd.log for part in RAW_CONTACT)

@@ -1,6 +1,7 @@
 """The lead's lifecycle on the real broker: activity closes a lead and frees its rep; activity for a lead
-that never comes dead-letters as unknown_lead; follow-up timers reassign exactly once per expiry and
-never to a previous holder, with two workers and rebalances while the timers run."""
+that never comes dead-letters as unknown_lead; an update that moves a lead releases its old load; follow-up
+timers reassign exactly once per expiry and never to a previous holder, with two workers and rebalances
+while the timers run."""
 
 from __future__ import annotations
 
@@ -101,6 +102,51 @@ def test_activity_for_a_lead_that_never_comes_dead_letters_as_unknown_lead(deplo
     assert dep.table("parked-activity") == {}
     report = verify(dep.settings)
     assert report.ok, report.problems()
+
+
+def test_a_moved_lead_releases_its_old_load(deployment: Any) -> None:
+    """An update that places a lead in another pool (on another partition): the old holder's load is
+    released once, the new pool decides attempt 2 with a rep of its own, the index follows, and a deal
+    afterwards is credited in the new pool."""
+    dep = deployment
+    old, new = "west", "east"
+    assert home_partition(old, dep.partitions) != home_partition(new, dep.partitions)
+    dep.worker()
+    dep.send_roster(
+        [RepUpdated(rep_id="ann", pools=[old], capacity=5), RepUpdated(rep_id="bob", pools=[new], capacity=5)]
+    )
+    dep.settle(2)
+    dep.send_leads([lead("M1", old), lead("M2", old)])
+    first = {d.lead_id: d for d in dep.decisions(at_least=2)}
+    assert first["M1"].rep_id == first["M2"].rep_id == "ann"
+    moved = LeadCreated(lead_id="M1", created_at=T0, pool=new, estimated_value=900.0)
+    dep.send(dep.settings.topic_leads_updated, [(b"M1", moved.model_dump_json().encode())])
+    second = next(d for d in dep.decisions(at_least=3) if d.attempt == 2)
+    assert (second.lead_id, second.pool, second.rep_id, second.trigger) == ("M1", new, "bob", "moved")
+    assert second.previous_holders == ["ann"]
+
+    def settled() -> dict[str, Any] | None:
+        loads, index = dep.table("loads"), dep.table("lead-index")
+        done = loads.get(f"{old}|ann", {}).get("open") == 1 and index.get("M1", {}).get("pool") == new
+        return loads if done else None
+
+    loads = wait_for(settled, "the old load released and the index moved")
+    assert loads[f"{new}|bob"]["open"] == 1, "the new holder holds it"
+    ledger = dep.table("ledger")
+    assert (ledger[f"{old}|M1"]["status"], ledger[f"{old}|M1"]["moved_to"]) == ("moved", new)
+    dep.send_deals([DealClosed(lead_id="M1", outcome="won", amount=900.0, closed_at=datetime.now(UTC))])
+
+    def won() -> dict[str, Any] | None:
+        entry = dep.table("ledger").get(f"{new}|M1")
+        return entry if entry and entry["status"] == "won" else None
+
+    wait_for(won, "the deal to close the lead in its new pool")
+    loads = dep.table("loads")
+    assert loads[f"{new}|bob"]["open"] == 0 and loads[f"{old}|ann"]["open"] == 1
+    assert dep.table("performance").get(f"{new}|bob"), "the deal counts for the new holder in the new pool"
+    report = verify(dep.settings)
+    assert report.ok, report.problems()
+    assert report.updates_in == 1 and report.reassignments == 1
 
 
 def test_sla_expiry_reassigns_exactly_once_never_to_a_previous_holder_across_rebalances(

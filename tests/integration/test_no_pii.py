@@ -5,7 +5,8 @@ canary values: valid ones (assigned, so they pass ingest, route, the tables and 
 contact, so with the pool's dedupe on they are duplicates whose keyed hashes reach the tables),
 re-sent duplicates, and invalid ones that reach the DLQ and the error paths in every way a contact block
 can break (bad field inside it, unknown key named like an e-mail, flattened to the top level, broken
-JSON, too large), plus a deal carrying a contact block. Then nothing may contain any canary: the worker's
+JSON, too large), plus a deal carrying a contact block, and updates carrying it (one moving a lead to
+another pool, one for a lead not seen before, one invalid). Then nothing may contain any canary: the worker's
 log, its /metrics (and health) pages, every table changelog and internal topic of the app, the decision
 topic, the local RocksDB table stores, and the DLQ's headers. The DLQ's payloads hold the raw records by
 design: the canaries must be found there, which proves the scan would find them anywhere else.
@@ -144,7 +145,15 @@ def test_contact_data_never_leaves_the_input_except_into_the_dlq(deployment_fact
     assert {d.lead_id for d in decisions} == {d["lead_id"] for d in VALID}
     assert any(d.rep_id for d in decisions)
     assert any(d.trigger == "duplicate_of" for d in decisions), "dedupe was on: one contact, one holder"
-    dlq = dep.records(settings.topic_dlq, at_least=len(INVALID) + 1)
+    updates = [
+        (b"PII-OK-2", wire(lead("PII-OK-2", 2, pool="elsewhere"))),  # moved: released here, decided there
+        (b"PII-UPD-new", wire(lead("PII-UPD-new", 20))),  # an update of a lead not seen before: its first sight
+        (b"PII-UPD-bad", wire(lead("PII-UPD-bad", 21, estimated_value=-5))),  # dead-lettered
+    ]
+    dep.send(settings.topic_leads_updated, updates)
+    decisions = dep.decisions(at_least=len(VALID) + 2)
+    assert {(d.lead_id, d.pool) for d in decisions if d.attempt == 2} == {("PII-OK-2", "elsewhere")}
+    dlq = dep.records(settings.topic_dlq, at_least=len(INVALID) + 2)
     dep.settle(3)  # table changelogs are flushed asynchronously
 
     # --- the worker's HTTP pages, while it runs
@@ -157,7 +166,7 @@ def test_contact_data_never_leaves_the_input_except_into_the_dlq(deployment_fact
 
     # --- the DLQ: payloads hold the raw records (the positive control), headers hold none of it
     dlq_keys = {r.key for r in dlq}
-    assert {k.encode() for k, _ in INVALID} | {b"PII-OK-1"} <= dlq_keys
+    assert {k.encode() for k, _ in INVALID} | {b"PII-OK-1", b"PII-UPD-bad"} <= dlq_keys
     payload_hits = {c for r in dlq for c in found(r.value or b"")}
     assert {NAME, EMAIL, PHONE} <= payload_hits, "the scan must find the canaries where they are (DLQ payloads)"
     leaks += [f"DLQ header of {r.key!r}: {c}" for r in dlq for c in found(record_bytes(r, value=False))]

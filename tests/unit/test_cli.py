@@ -230,3 +230,25 @@ def test_dry_run_rotates_in_roster_order_like_the_worker(tmp_path: Path, capsys)
     lead.write_text(json.dumps({"lead_id": "x", "created_at": "2026-01-01T00:00:00Z"}))
     assert main(["dry-run", "--lead", str(lead), "--roster", str(roster), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rep_id"] == "zoe@example.com"  # first in the roster, equal load
+
+
+def test_produce_updates_sends_the_synthetic_leads_of_the_same_seed_worth_twice_as_much(monkeypatch, capsys) -> None:
+    from itertools import islice
+
+    from streams.kafka import clients
+    from streams.tools import synthetic
+
+    sent: dict[str, list[tuple[bytes | None, bytes | None]]] = {}
+
+    async def fake_produce(settings: Settings, topic: str, records, rate: float = 0) -> int:
+        sent[topic] = list(records)
+        return len(sent[topic])
+
+    monkeypatch.setattr(clients, "produce", fake_produce)
+    assert main(["produce", "updates", "--synthetic", "3", "--seed", "7"]) == 0
+    assert capsys.readouterr().out == "sent 3 records to leads.updated\n"
+    leads = list(islice(synthetic.leads(7), 3))
+    records = sent["leads.updated"]
+    assert [k for k, _ in records] == [lead.lead_id.encode() for lead in leads]
+    values = [json.loads(v or b"")["estimated_value"] for _, v in records]
+    assert values == [2 * (lead.estimated_value or 500.0) for lead in leads]

@@ -121,6 +121,18 @@ def test_a_deal_goes_to_the_deals_topic(tmp_path: Path) -> None:
     run(tmp_path, test)
 
 
+def test_a_lead_update_goes_to_the_updates_topic(tmp_path: Path) -> None:
+    body = orjson.dumps(lead("web-1", pool="emea"))
+
+    async def test(call: Call, pub: FakePublisher, ingress: Ingress) -> None:
+        assert (await call("/v1/leads/updated", body))[0] == 202
+        status, answer, _ = await call("/v1/leads/updated", b'{"lead_id": "x"}')
+        assert status == 400 and answer["field"] == "created_at"
+        assert [(t, k, v) for t, k, v, _ in pub.sent] == [("leads.updated", b"web-1", body)]
+
+    run(tmp_path, test)
+
+
 def test_activity_and_claims_go_to_their_topics_keyed_by_lead(tmp_path: Path) -> None:
     activity = orjson.dumps({"lead_id": "web-1", "kind": "first_contact", "occurred_at": "2026-01-09T00:00:00Z"})
     claim = orjson.dumps(

@@ -332,3 +332,16 @@ def test_internal_events_reject_unknown_kind_and_oversized_batches():
         POOL_EVENT.validate_json(b'{"kind": "other", "pool": "p"}')
     with pytest.raises(ValidationError):
         LedgerExpired(pool="p", lead_ids=[f"l{i}" for i in range(1001)])
+
+
+def test_a_first_arrival_is_written_without_the_move_fields() -> None:
+    """A worker of the version before (extra="forbid") still reads first arrivals in a rolling upgrade."""
+    lead = LeadCreated(lead_id="L1", created_at=NOW)
+    first = json.loads(LeadArrived(pool="p", lead=lead, received_at=NOW).model_dump_json())
+    assert set(first) == {"kind", "pool", "lead", "received_at", "origin"}
+    moved = LeadArrived(
+        pool="p", lead=lead, received_at=NOW, attempt=2, previous_holders=["r1"], trigger="moved", moved_from="q"
+    )
+    assert POOL_EVENT.validate_json(moved.model_dump_json()) == moved
+    with pytest.raises(ValidationError):
+        LeadArrived(pool="p", lead=lead, received_at=NOW, attempt=1)  # a move is attempt 2 at least

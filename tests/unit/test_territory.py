@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from routing.territory import TerritoryRule, resolve_pool
+from routing.territory import TerritoryRule, resolve_pool, split_pool
 from tests.factories import make_lead
 
 RULES = [
@@ -122,3 +126,69 @@ def test_bool_and_int_do_not_match_each_other():
 def test_invalid_rules_are_rejected(data):
     with pytest.raises(ValidationError):
         TerritoryRule.model_validate(data)
+
+
+# --- split by weight -----------------------------------------------------------------------------
+
+SPLIT = TerritoryRule(name="emea-split", split={"emea-a": 3, "emea-b": 1}, match={"region": ["EMEA"]})
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"pool": "a", "split": {"b": 1}},  # exactly one of them
+        {"split": {}},
+        {"split": {"a": 0}},
+        {"split": {"Bad Pool": 1}},
+        {"split": {"a": -1, "b": 2}},
+    ],
+)
+def test_invalid_splits_are_rejected(data):
+    with pytest.raises(ValidationError):
+        TerritoryRule.model_validate(data)
+
+
+def test_a_split_rule_names_the_rule_like_a_pool_rule():
+    pool, how = resolve_pool(make_lead(lead_id="lead-7", region="EMEA"), [SPLIT], "d")
+    assert pool in ("emea-a", "emea-b") and how == "rule:emea-split"
+    assert resolve_pool(make_lead(lead_id="lead-7", region="US"), [SPLIT], "d") == ("d", "default")
+
+
+def test_a_split_is_stable_for_a_lead_whatever_else_changes():
+    """An update that still matches the rule keeps its pool: the split hashes the lead id, not the lead."""
+    first = resolve_pool(make_lead(lead_id="lead-7", region="EMEA", estimated_value=10), [SPLIT], "d")
+    later = resolve_pool(make_lead(lead_id="lead-7", region="EMEA", estimated_value=9000, source="event"), [SPLIT], "d")
+    assert first == later
+
+
+def test_a_split_does_not_depend_on_the_order_its_pools_are_written_in():
+    reordered = TerritoryRule(name="emea-split", split={"emea-b": 1, "emea-a": 3}, match={"region": ["EMEA"]})
+    for i in range(200):
+        lead = make_lead(lead_id=f"lead-{i}", region="EMEA")
+        assert resolve_pool(lead, [SPLIT], "d") == resolve_pool(lead, [reordered], "d")
+
+
+@pytest.mark.parametrize(("u", "pool"), [(0.0, "a"), (0.7499, "a"), (0.75, "b"), (0.9999999, "b")])
+def test_split_pool_cuts_the_unit_interval_by_weight(u, pool):
+    assert split_pool({"b": 1, "a": 3}, u) == pool
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.dictionaries(st.sampled_from(["p-a", "p-b", "p-c", "p-d"]), st.integers(1, 20), min_size=1))
+def test_split_proportions_follow_the_weights(weights):
+    """Over many lead ids each pool's share is its weight's share (within 3 points at n=4000)."""
+    rule = TerritoryRule(name="s", split=weights)
+    n = 4000
+    counts = Counter(resolve_pool(make_lead(lead_id=f"id-{i}"), [rule], "d")[0] for i in range(n))
+    assert set(counts) <= set(weights)
+    total = sum(weights.values())
+    for pool, w in weights.items():
+        assert abs(counts[pool] / n - w / total) < 0.03, (pool, counts)
+
+
+@given(
+    st.text(min_size=1, max_size=40), st.dictionaries(st.sampled_from(["x", "y", "z"]), st.integers(1, 9), min_size=1)
+)
+def test_split_is_deterministic(lead_id, weights):
+    rule = TerritoryRule(name="s", split=weights)
+    assert rule.target(lead_id, "s") == rule.target(lead_id, "s") in weights

@@ -6,12 +6,14 @@ these cases pin what a real run rarely produces: a lead decided in two pools, a 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import pytest
 
 from routing.model import Rep
 from schemas.events import (
@@ -25,7 +27,7 @@ from schemas.events import (
     RepUpdated,
     ScoredRep,
 )
-from schemas.internal import ActivityArrived, DealArrived, LeadArrived, Origin, RepChanged
+from schemas.internal import ActivityArrived, DealArrived, LeadArrived, LeadUpdated, Origin, RepChanged
 from streams.kafka.topics import home_partition
 from streams.settings import Settings
 from streams.tools.verify import Report, check
@@ -476,3 +478,95 @@ def test_hand_backs_apply_at_their_roster_record_in_the_replay() -> None:
     assert report.capacity_violations == [], report.capacity_violations
     assert report.ok, report.problems()
     assert report.reassignments == 2
+
+
+# --- updates: a move releases in the old pool and is the next attempt in the new one --------------------
+
+
+def move_run(*, to: str = "b", open_a: int = 1, open_b: int = 1, update_in_log: bool = True) -> dict[str, list[Any]]:
+    """r1 (pool a) and r2 (pool `to`: b shares a's partition, c does not) hold one lead each at most.
+    L1 goes to r1; an update moves it to `to` (attempt 2, r2); L2 then takes r1 in a; a deal closes L1
+    in `to`, and L3 then takes r2."""
+    r1, r2 = RepUpdated(rep_id="r1", pools=["a"], capacity=1), RepUpdated(rep_id="r2", pools=[to], capacity=1)
+    l1, l2, l3 = lead("L1", pool="a"), lead("L2", pool="a"), lead("L3", pool=to)
+    moved = lead("L1", pool=to)
+    d1 = decision("L1", "a", "r1", capacity=1)
+    d1b = d1.model_copy(
+        update={"attempt": 2, "decision_id": "id-L1#2", "pool": to, "rep_id": "r2", "trigger": "moved"}
+        | {"previous_holders": ["r1"]}
+    )
+    decisions = [d1, d1b, decision("L2", "a", "r1", capacity=1), decision("L3", to, "r2", capacity=1)]
+    contents = topics([l1, l2, l3], decisions, [r1, r2], [])
+    origin = Origin(topic=SETTINGS.topic_leads_updated, partition=0, offset=0)
+    contents["updates"] = records([(b"L1", moved.model_dump_json().encode())])
+    won = DealClosed(lead_id="L1", outcome="won", amount=1.0, closed_at=T0)
+    contents["deals"] = records([(b"L1", won.model_dump_json().encode())])
+    deal_origin = Origin(topic=SETTINGS.topic_deals_closed, partition=0, offset=0)
+    log: list[Any] = [
+        RepChanged(pool="a", rep_id="r1", profile=r1),
+        RepChanged(pool=to, rep_id="r2", profile=r2),
+        arrived(l1, "a"),
+    ]
+    if update_in_log:
+        log.append(LeadUpdated(pool="a", to_pool=to, lead=moved, received_at=T0, origin=origin))
+    log += [  # what the update sent on comes after it; the rest in any order the logs allow
+        LeadArrived(pool=to, lead=moved, received_at=T0, attempt=2, previous_holders=["r1"], trigger="moved"),
+        arrived(l2, "a"),
+        DealArrived(pool=to, deal=won, origin=deal_origin),
+        arrived(l3, to),
+    ]
+    offsets: Counter[int] = Counter()
+    contents["pool_events"] = []
+    for ev in log:
+        p = home_partition(ev.pool, SETTINGS.partitions)
+        contents["pool_events"].append(Record(p, offsets[p], ev.pool.encode(), ev.model_dump_json().encode()))
+        offsets[p] += 1
+    rows = {
+        "reps|a|r1": Rep.from_event(r1, "a").to_dict(),
+        f"reps|{to}|r2": Rep.from_event(r2, to).to_dict(),
+        "loads|a|r1": {"open": open_a},
+        f"loads|{to}|r2": {"open": open_b},
+    }
+    contents["route"] = records((k.encode(), orjson.dumps(v)) for k, v in rows.items())
+    return contents
+
+
+@pytest.mark.parametrize("to", ["b", "c"])
+def test_a_move_releases_the_old_holder_and_holds_the_new_one_in_the_replay(to: str) -> None:
+    assert (home_partition(to, SETTINGS.partitions) == home_partition("a", SETTINGS.partitions)) == (to == "b")
+    report = run(move_run(to=to))
+    assert report.ok, report.problems()
+    assert report.reassignments == 1 and report.updates_in == 1 and report.checked_in_pool_log == 3
+
+
+def test_loads_that_kept_the_moved_lead_in_its_old_pool_are_reported() -> None:
+    assert run(move_run(open_a=2)).state_mismatches == ["a|r1: table 2 != replay 1"]
+
+
+def test_a_move_the_old_pool_never_saw_leaves_its_holder_full_in_the_replay() -> None:
+    report = run(move_run(update_in_log=False), state=False)
+    assert report.capacity_violations == ["L2 -> r1: 2 open > capacity 1 (pool log replay)"]
+    assert report.skipped_updates == [f"{SETTINGS.topic_leads_updated}[0]@0"], "nor did the update reach a pool"
+
+
+def test_an_update_whose_lead_got_no_decision_is_a_lost_lead() -> None:
+    contents = move_run()
+    ghost = lead("L9", pool="a")
+    contents["updates"] += [Record(0, 1, b"L9", ghost.model_dump_json().encode())]
+    report = run(contents, state=False)
+    assert report.lost_leads == ["L9"]
+    assert report.skipped_updates == [f"{SETTINGS.topic_leads_updated}[0]@1"]
+
+
+def test_an_invalid_update_must_be_dead_lettered() -> None:
+    contents = move_run()
+    contents["updates"] += [Record(0, 1, b"X", b"{not json")]
+    assert run(contents).skipped_updates == [f"{SETTINGS.topic_leads_updated}[0]@1"]
+    source = [
+        ("x-leadrelay-source-topic", SETTINGS.topic_leads_updated.encode()),
+        ("x-leadrelay-source-partition", b"0"),
+        ("x-leadrelay-source-offset", b"1"),
+        ("x-leadrelay-reason", b"invalid_json"),
+    ]
+    contents["dlq"] = [Record(0, 0, b"X", b"{not json", headers=source)]
+    assert run(contents).ok
