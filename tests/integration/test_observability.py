@@ -28,7 +28,7 @@ from schemas.events import AssignmentDecision, Contact, DealClosed, LeadCreated,
 from streams.kafka.clients import partitions_of
 from streams.tools.supervise import WorkerProcess, free_port
 from streams.web.health import FAUST_LINT_FINDINGS, FAUST_PREFIX
-from tests.deploy.observability import ALERTS, alert_rules, dashboard_exprs, promtool_lint, tool
+from tests.deploy.observability import ALERTS, alert_rules, dashboard_exprs, metric_names, promtool_lint, tool
 from tests.integration.conftest import Deployment
 
 pytestmark = pytest.mark.integration
@@ -434,7 +434,22 @@ def test_every_dashboard_query_runs_on_live_data(observed: Observed, prometheus:
     wait_until("two scrapes", lambda: (scalar(prometheus, "count_over_time(up[1m])") or 0) >= 2, 30)
     empty = []
     for title, expr in dashboard_exprs():
-        if not query(prometheus, expr):
+        if not query(prometheus, expr) and not metric_names(expr) <= LIFECYCLE_SERIES:
             empty.append(title)
     # Empty is fine only where the worker has nothing to show yet (no per-rep series unless enabled).
     assert set(empty) <= {"Open leads per rep (top 20)", "Internal errors/s by agent"}, empty
+
+
+# Series of the lead lifecycle (docs/lifecycle.md): this run's pools have no follow-up SLA, claims,
+# waiting, availability hand-backs or dedupe, so they have nothing to show; their queries must still run
+# (query() fails on a PromQL error), and tests/agents and tests/unit check that they are counted.
+LIFECYCLE_SERIES = {
+    "leadrelay_sla_reassignments_total",
+    "leadrelay_hand_backs_total",
+    "leadrelay_waiting_leads",
+    "leadrelay_waiting_assigned_total",
+    "leadrelay_waiting_timeouts_total",
+    "leadrelay_claims_total",
+    "leadrelay_activity_records_total",
+    "leadrelay_contact_duplicates_total",
+}
