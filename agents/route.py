@@ -6,6 +6,7 @@ import functools
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -60,11 +61,13 @@ FIRE_ROWS = 1000  # follow-up timers fired per housekeeping step and task at mos
 HAND_BACK_ROWS = 100_000  # open leads of one rep looked at per roster change (a rep's capacity at most)
 
 
-async def on_lead(ctx: Context, cache: PoolCache, ev: LeadArrived, now: datetime) -> None:
+async def on_lead(
+    ctx: Context, cache: PoolCache, ev: LeadArrived, now: datetime, stored: dict[str, Any] | None
+) -> None:
     """A lead's first sight in this pool, or its next attempt after an update moved it here. A lead the
-    ledger has (a re-send, or the same move again) re-emits its decision unchanged, state untouched."""
-    t, lead = ctx.tables, ev.lead
-    stored = t.ledger.get(key(ev.pool, lead.lead_id))
+    ledger has (`stored`: a re-send, or the same move again) re-emits its decision unchanged, state
+    untouched."""
+    lead = ev.lead
     # An update that moves the lead back to a pool it left is its next attempt here, not a duplicate.
     back = stored is not None and stored["status"] == MOVED and (ev.attempt or 0) > int(stored["decision"]["attempt"])
     if stored is not None and not back:
@@ -210,7 +213,13 @@ def track(ctx: Context, pool: str, lead: LeadCreated | str, before: LedgerEntry 
         del ctx.tables.held[key(pool, old, lead_id)]
     if new is not None:
         assert not isinstance(lead, str), "a new holder needs the lead"
-        ctx.tables.held[key(pool, new, lead_id)] = {"lead": lead.model_dump(mode="json")}
+        ctx.tables.held[key(pool, new, lead_id)] = held_row(lead)
+
+
+def held_row(lead: LeadCreated) -> dict[str, Any]:
+    """A `held` row: the lead without contact data and without its unset fields (one row per decision:
+    its size is changelog bytes on the hot path)."""
+    return {"lead": lead.model_dump(mode="json", exclude_none=True, exclude_defaults=True)}
 
 
 def start_timer(ctx: Context, pool: str, lead: LeadCreated, entry: LedgerEntry) -> None:
@@ -351,7 +360,7 @@ async def on_update(ctx: Context, cache: PoolCache, ev: LeadUpdated, now: dateti
         t.ledger[key(ev.pool, lead.lead_id)] = u.entry.to_dict()
         track(ctx, ev.pool, lead, entry, u.entry)  # a move: the holder row goes
         if u.outcome == "kept" and entry.rep_id is not None:  # its row holds the new version for a hand-back
-            t.held[key(ev.pool, entry.rep_id, lead.lead_id)] = {"lead": lead.model_dump(mode="json")}
+            t.held[key(ev.pool, entry.rep_id, lead.lead_id)] = held_row(lead)
         start_timer(ctx, ev.pool, lead, u.entry)  # the same row, now holding the new version
         if u.entry.status == WAITING:
             t.wait[wait_key(ev.pool, u.entry)] = {"since": sla.stamp(now)}
@@ -382,13 +391,12 @@ async def move(ctx: Context, ev: LeadUpdated, moved: updates.Moved) -> None:
     await ctx.topics.lead_events.send(key=lead_id.encode(), value=dump(indexed), partition=partition)
 
 
-async def follow_move(ctx: Context, ev: PoolEvent) -> bool:
-    """A record for a lead that moved on from this pool goes after it (the index still named this pool
-    when it was routed). The same producer sent the lead there first, so it arrives after the lead."""
-    lead_id = lead_of(ev)
-    if lead_id is None or (isinstance(ev, LeadArrived) and ev.attempt is not None):
+async def follow_move(ctx: Context, ev: PoolEvent, stored: dict[str, Any] | None) -> bool:
+    """A record for a lead that moved on from this pool (`stored`: its ledger row here) goes after it (the
+    index still named this pool when it was routed). The same producer sent the lead there first, so it
+    arrives after the lead."""
+    if lead_of(ev) is None or (isinstance(ev, LeadArrived) and ev.attempt is not None):
         return False  # not about one lead, or the lead moving (back) here
-    stored = ctx.tables.ledger.get(key(ev.pool, lead_id))
     if stored is None or stored["status"] != MOVED:
         return False
     to_pool = str(stored["moved_to"])
@@ -694,11 +702,14 @@ async def handle_event(ctx: Context, cache: PoolCache, event: Event) -> None:
     handling the same record again (a redone batch, a replay offline) decides the same way."""
     now = kafka_time(event)
     ev = parse_internal(POOL_EVENT, event.value)
-    if await follow_move(ctx, ev):
+    lead_id = lead_of(ev)
+    # One read of the lead's row for both: on a backfill, every record is a lead (the hot path).
+    stored = ctx.tables.ledger.get(key(ev.pool, lead_id)) if lead_id is not None else None
+    if await follow_move(ctx, ev, stored):
         return
     if isinstance(ev, LeadArrived):
         with logs.bind(lead_id=ev.lead.lead_id, pool=ev.pool):
-            await on_lead(ctx, cache, ev, now)
+            await on_lead(ctx, cache, ev, now, stored)
     elif isinstance(ev, LeadUpdated):
         with logs.bind(lead_id=ev.lead.lead_id, pool=ev.pool):
             await on_update(ctx, cache, ev, now)
